@@ -1,0 +1,76 @@
+"""Checkpoint files: atomic writes and validated reads."""
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, TrainConfig
+from .cvae import VideoCVAE
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing or not one of ours; the message names the file."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    _atomic_write(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def atomic_copy(src: Path, dst: Path) -> None:
+    def copy(handle) -> None:
+        with open(src, "rb") as source:
+            shutil.copyfileobj(source, handle)
+    _atomic_write(Path(dst), copy)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a trainer checkpoint (tensors and plain values only: weights_only loading)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise CheckpointError(f"{path}: not a harness checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    return state
+
+
+def config_from_checkpoint(state: dict, path: str | Path) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(state["config"])
+    except (ConfigError, KeyError) as err:
+        raise CheckpointError(f"{path}: bad config in checkpoint: {err}") from None
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[VideoCVAE, TrainConfig]:
+    """The model of a checkpoint, in eval mode on `device`, with its config."""
+    state = load_checkpoint(path)
+    config = config_from_checkpoint(state, path)
+    model = VideoCVAE.from_config(config)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config

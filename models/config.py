@@ -1,0 +1,122 @@
+"""Training configuration: plain values, one place, saved with every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+KL_ANNEAL_TYPES = ("None", "Monotonic", "Cyclical", "Sigmoid")
+
+# The lab's loss convention, recorded in every config so results stay comparable.
+LOSS_CONVENTION = (
+    "recon: MSE mean over pixels; KL: sum over latent elements / batch size; "
+    "both summed over the time steps 1..T-1 of a sequence"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the key."""
+
+
+def _option(default: Any, help: str) -> Any:
+    """A config field with the help text the CLI shows for it."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str | None = _option(None, "Data root in the lab layout; unset: the built-in synthetic set.")
+    height: int = _option(32, "Frame height in pixels; every frame must have it.")
+    width: int = _option(64, "Frame width in pixels; every frame must have it.")
+    train_vi_len: int = _option(16, "Frames per training sequence (non-overlapping runs of the train folder).")
+    val_vi_len: int = _option(630, "Frames per validation rollout (runs of the val folder).")
+    val_max_sequences: int | None = _option(None, "Use at most this many validation sequences (unset: all).")
+    partial: float = _option(1.0, "Fraction of the training sequences used, in (0, 1].")
+    # model widths (DESIGN.md: F, L, N, D)
+    f_dim: int = _option(128, "RGB_Encoder output channels F (multiple of 8).")
+    l_dim: int = _option(32, "Label_Encoder output channels L (even).")
+    n_dim: int = _option(12, "Latent channels N (multiple of 4).")
+    d_out_dim: int = _option(192, "Decoder_Fusion output channels D (multiple of 8).")
+    # optimisation
+    epochs: int = _option(70, "Number of training epochs.")
+    batch_size: int = _option(2, "Sequences per training batch.")
+    lr: float = _option(1e-3, "Adam learning rate.")
+    grad_clip: float = _option(1.0, "Gradient-norm clipping threshold.")
+    w_recon: float = _option(1.0, "Weight of the reconstruction (MSE) term.")
+    w_kl: float = _option(1.0, "Weight of the KL term (on top of the annealed beta).")
+    # KL annealing
+    kl_anneal_type: str = _option("Cyclical", "KL beta schedule: None, Monotonic, Cyclical or Sigmoid.")
+    kl_anneal_cycle: int = _option(10, "Number of cycles of the Cyclical schedule.")
+    kl_anneal_ratio: float = _option(1.0, "Fraction of a cycle (or of the run) over which beta rises, in (0, 1].")
+    # teacher forcing
+    tfr: float = _option(1.0, "Initial teacher-forcing ratio, in [0, 1].")
+    tfr_sde: int = _option(10, "Epoch from which the teacher-forcing ratio decays.")
+    tfr_d_step: float = _option(0.1, "Teacher-forcing ratio decrease per epoch (floor 0).")
+    # validation
+    val_samples: int = _option(1, "Latent samples K averaged per rollout step (one batched forward).")
+    baselines: bool = _option(True, "Score the repeat-first-frame and untrained-model baselines before training.")
+    # run
+    seed: int = _option(0, "Seed for initialisation, batch order, teacher forcing and noise.")
+    device: str = _option("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    loss_convention: str = _option(LOSS_CONVENTION, "Recorded loss convention (informational).")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        self._check_types()
+        positive = ("height", "width", "f_dim", "l_dim", "n_dim", "d_out_dim", "epochs",
+                    "batch_size", "kl_anneal_cycle", "val_samples")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.train_vi_len < 2 or self.val_vi_len < 2:
+            raise ConfigError("train_vi_len and val_vi_len must be >= 2 (frame 0 is given, frame 1 is predicted)")
+        for key in ("f_dim", "d_out_dim"):
+            if getattr(self, key) % 8:
+                raise ConfigError(f"{key} must be a multiple of 8, got {getattr(self, key)}")
+        if self.l_dim % 2 or self.n_dim % 4:
+            raise ConfigError(f"l_dim must be even and n_dim a multiple of 4, got {self.l_dim}, {self.n_dim}")
+        if not 0 < self.partial <= 1:
+            raise ConfigError(f"partial must be in (0, 1], got {self.partial}")
+        if not 0 < self.kl_anneal_ratio <= 1:
+            raise ConfigError(f"kl_anneal_ratio must be in (0, 1], got {self.kl_anneal_ratio}")
+        if self.kl_anneal_type not in KL_ANNEAL_TYPES:
+            raise ConfigError(f"kl_anneal_type must be one of {', '.join(KL_ANNEAL_TYPES)}, got {self.kl_anneal_type!r}")
+        if not 0 <= self.tfr <= 1 or self.tfr_d_step < 0 or self.tfr_sde < 0:
+            raise ConfigError("tfr must be in [0, 1], tfr_d_step and tfr_sde >= 0")
+        for key in ("lr", "grad_clip", "w_recon"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.w_kl < 0:
+            raise ConfigError(f"w_kl must be >= 0, got {self.w_kl}")
+        if self.val_max_sequences is not None and self.val_max_sequences < 1:
+            raise ConfigError(f"val_max_sequences must be >= 1, got {self.val_max_sequences}")
+
+    def _check_types(self) -> None:
+        """Reject wrong types early (configs also come from YAML and the CLI)."""
+        accepted = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            base, _, optional = str(f.type).partition(" | ")
+            if value is None and optional == "None":
+                continue
+            if (isinstance(value, bool) and base != "bool") or not isinstance(value, accepted[base]):
+                raise ConfigError(f"{f.name} must be of type {f.type}, got {value!r}")
+            if base == "float":
+                setattr(self, f.name, float(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,89 @@
+"""KL-weight (beta) and teacher-forcing schedules, stepped once per epoch.
+
+Both are pure functions of the epoch index e (0-based) with closed forms, so
+their state is just the epoch; the classes keep `step()` / `state_dict()` so
+a trainer drives them like any other stateful schedule and a checkpoint
+restores them.
+
+KL beta over a run of E epochs (M = n_cycle, R = ratio):
+  None:       beta(e) = 1
+  Monotonic:  beta(e) = min(1, e / (R * E))                  (one linear ramp)
+  Cyclical:   P = E / M, tau = (e mod P) / P,
+              beta(e) = min(1, tau / R)                      (M ramps, each over
+                                                             the first R of its cycle)
+  Sigmoid:    x = e / (R * E), beta(e) = 1 / (1 + exp(-SIGMOID_STEEPNESS * (x - 1/2)))
+              (a smooth S over the same span as Monotonic, 1/2 at its middle)
+Teacher forcing, starting ratio r0, decay start S, step d:
+  tfr(e) = max(0, r0 - d * max(0, e - S + 1))
+  i.e. epochs 0..S-1 use r0 and each epoch from S on is d lower (the lab's
+  update after each epoch once the epoch counter reaches S).
+"""
+from __future__ import annotations
+
+import math
+
+SIGMOID_STEEPNESS = 12.0
+
+
+def kl_beta(kind: str, epoch: int, epochs: int, n_cycle: int = 1, ratio: float = 1.0) -> float:
+    """Closed-form beta of epoch `epoch` (0-based) in a run of `epochs` epochs."""
+    if kind == "None":
+        return 1.0
+    if kind == "Monotonic":
+        return min(1.0, epoch / (ratio * epochs))
+    if kind == "Cyclical":
+        period = epochs / n_cycle
+        tau = math.fmod(epoch, period) / period
+        return min(1.0, tau / ratio)
+    if kind == "Sigmoid":
+        x = epoch / (ratio * epochs)
+        return 1.0 / (1.0 + math.exp(-SIGMOID_STEEPNESS * (x - 0.5)))
+    raise ValueError(f"unknown KL anneal type {kind!r}")
+
+
+def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step: float) -> float:
+    """Closed-form teacher-forcing ratio of epoch `epoch` (0-based)."""
+    return max(0.0, start - decay_step * max(0, epoch - decay_start + 1))
+
+
+class KLAnnealing:
+    """Beta of the current epoch; `step()` once at each epoch's end."""
+
+    def __init__(self, kind: str, epochs: int, n_cycle: int = 1, ratio: float = 1.0):
+        kl_beta(kind, 0, epochs, n_cycle, ratio)  # reject an unknown kind now, not mid-run
+        self.kind, self.epochs, self.n_cycle, self.ratio = kind, epochs, n_cycle, ratio
+        self.epoch = 0
+
+    @property
+    def beta(self) -> float:
+        return kl_beta(self.kind, self.epoch, self.epochs, self.n_cycle, self.ratio)
+
+    def step(self) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+
+class TeacherForcing:
+    """Teacher-forcing ratio of the current epoch; `step()` once at each epoch's end."""
+
+    def __init__(self, start: float, decay_start: int, decay_step: float):
+        self.start, self.decay_start, self.decay_step = start, decay_start, decay_step
+        self.epoch = 0
+
+    @property
+    def ratio(self) -> float:
+        return teacher_forcing_ratio(self.epoch, self.start, self.decay_start, self.decay_step)
+
+    def step(self) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
