@@ -1,0 +1,183 @@
+"""Tests for models.synth: layout, determinism, split independence, frame content, motion, arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import synth
+from models.synth import generate_dataset, render_video
+
+SMALL = dict(train_videos=2, val_videos=1, test_videos=2, frames=16, val_frames=20)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by path relative to root."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def video(index: int, n_frames: int = 48, height: int = 32, width: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    return render_video(np.random.default_rng(index), n_frames, height, width)
+
+
+def test_layout_counts_and_png_format(tmp_path):
+    out = tmp_path / "data"
+    messages = []
+    summary = generate_dataset(out, **SMALL, height=24, width=40, seed=3, progress=messages.append)
+
+    def names(folder: str) -> set[str]:
+        return {path.name for path in (out / folder).iterdir()}
+
+    assert names("") == {"train", "val", "test", "synth.json"}
+    assert names("train/train_img") == names("train/train_label") == {f"frame{k}.png" for k in range(32)}
+    assert names("val/val_img") == names("val/val_label") == {f"frame{k}.png" for k in range(20)}
+    assert names("test/test_img") == names("test/test_label") == {"0", "1"}
+    for i in range(2):
+        expected = {f"frame{k}.png" for k in range(20)}
+        assert names(f"test/test_img/{i}") == names(f"test/test_label/{i}") == expected
+
+    for path in (out / "train/train_img/frame31.png", out / "val/val_label/frame0.png"):
+        with Image.open(path) as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (40, 24))
+
+    recorded = json.loads((out / "synth.json").read_text())
+    assert recorded == {"generator": "models.synth", **SMALL, "height": 24, "width": 40, "seed": 3}
+    assert summary["parameters"] == {k: v for k, v in recorded.items() if k != "generator"}
+    assert summary["frames"] == {"train": 32, "val": 20, "test": 40}
+    assert summary["files"] == len(tree_hashes(out)) == 2 * (32 + 20 + 40) + 1
+    assert summary["seconds"] > 0
+    assert len(messages) == 5  # one per video
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # no staging folder left behind
+
+
+def test_render_video_shapes_and_dtype():
+    for height, width in ((16, 32), (32, 64), (64, 128), (48, 48)):
+        images, labels = render_video(np.random.default_rng(0), 5, height, width)
+        assert images.shape == labels.shape == (5, height, width, 3)
+        assert images.dtype == labels.dtype == np.uint8
+
+
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path):
+    first = tree_hashes(Path(generate_dataset(tmp_path / "a", **SMALL, seed=7)["out"]))
+    second = tree_hashes(Path(generate_dataset(tmp_path / "b", **SMALL, seed=7)["out"]))
+    other = tree_hashes(Path(generate_dataset(tmp_path / "c", **SMALL, seed=8)["out"]))
+    assert first == second
+    assert first.keys() == other.keys()
+    frames = [name for name in first if name.endswith(".png")]
+    assert all(first[name] != other[name] for name in frames)
+
+
+def test_changing_train_videos_leaves_other_splits_unchanged(tmp_path):
+    few = tree_hashes(Path(generate_dataset(tmp_path / "few", **{**SMALL, "train_videos": 1})["out"]))
+    many = tree_hashes(Path(generate_dataset(tmp_path / "many", **{**SMALL, "train_videos": 3})["out"]))
+    shared = [name for name in few if name.startswith(("val/", "test/", "train/"))]
+    # val, test and the first training video (frames 0..15) are the same files in both sets
+    assert all(few[name] == many[name] for name in shared)
+    assert sum(name.startswith("train/train_img/") for name in many) == 48
+
+
+def test_label_is_coloured_skeleton_on_black():
+    palette = np.rint(synth.LABEL_COLOURS * 255).astype(np.uint8)
+    for index in range(3):
+        _, labels = video(index)
+        brightest = labels.max(axis=-1)
+        assert (brightest == 0).mean(axis=(1, 2)).min() > 0.8  # mostly exact black, in every frame
+        assert (brightest == 255).sum(axis=(1, 2)).min() >= 20  # limbs are bright, saturated colours
+        # the same fixed colours in every video: most bones show their exact palette colour somewhere
+        present = [(labels.reshape(-1, 3) == colour).all(axis=-1).any() for colour in palette]
+        assert sum(present) >= len(palette) - 4
+
+
+def test_image_has_background_and_differs_from_label():
+    for index in range(3):
+        images, labels = video(index)
+        assert images.max(axis=-1).min() > 0  # no pure black anywhere
+        figure = labels.max(axis=-1) > 0
+        # the figure wears clothes, not label colours
+        assert np.abs(images[figure].astype(int) - labels[figure]).mean() > 30
+        # the background is not flat: wall and floor, light and shadow
+        background = images[~figure].reshape(-1, 3).astype(float)
+        assert background.std(axis=0).max() > 5
+
+
+def test_appearance_differs_between_videos_but_pose_drawing_does_not():
+    looks = []
+    for index in range(4):
+        images, labels = video(index, n_frames=8)
+        figure = labels.max(axis=-1) > 0
+        looks.append((images[~figure].mean(axis=0), images[figure].mean(axis=0)))
+    for i in range(4):
+        for j in range(i):
+            background_gap = np.abs(looks[i][0] - looks[j][0]).max()
+            figure_gap = np.abs(looks[i][1] - looks[j][1]).max()
+            assert max(background_gap, figure_gap) > 10, (i, j)
+
+
+def test_motion_is_smooth_and_the_figure_moves():
+    for index in range(3):
+        images, labels = video(index, n_frames=64)
+        for frames in (labels.astype(float), images.astype(float)):
+            step = np.abs(frames[1:] - frames[:-1]).mean()
+            far = np.abs(frames[16:] - frames[:-16]).mean()
+            assert 0 < step < 0.35 * far
+        # and the figure is in every frame
+        assert (labels.max(axis=-1) > 0).sum(axis=(1, 2)).min() > 50
+
+
+def test_figure_scales_with_frame_height():
+    for height, width in ((16, 32), (32, 64), (64, 128)):
+        _, labels = render_video(np.random.default_rng(1), 8, height, width)
+        for frame in labels:
+            rows = np.flatnonzero(frame.max(axis=(1, 2)) > 0)
+            assert 0.6 * height <= rows[-1] - rows[0] + 1 <= height
+
+
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("train_videos", 0),
+        ("val_videos", -1),
+        ("test_videos", 1.0),
+        ("frames", 0),
+        ("val_frames", True),
+        ("height", 15),
+        ("width", 8),
+        ("seed", -1),
+    ],
+)
+def test_bad_argument_is_named(tmp_path, argument, value):
+    with pytest.raises(ValueError, match=f"^{argument} must be"):
+        generate_dataset(tmp_path / "data", **{argument: value})
+    assert not (tmp_path / "data").exists()
+
+
+def test_render_video_rejects_bad_sizes():
+    for kwargs, name in (({"n_frames": 0}, "n_frames"), ({"n_frames": 2, "height": 10}, "height")):
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            render_video(np.random.default_rng(0), **kwargs)
+
+
+def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        generate_dataset(out, **SMALL)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+    def broken_write(path: Path, pixels: np.ndarray) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synth, "_write_png", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        generate_dataset(tmp_path / "other", **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
