@@ -1,0 +1,116 @@
+"""The files a training run leaves in its folder: config, metrics, plots, rollout GIF.
+
+Written at every epoch's end (so an interrupted run still has them) by the
+`RunOutputs` callback; `harness train` and sweep trials share it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from models.trainer import Callback, Trainer, TrainResult
+
+from .media import to_uint8_frames, write_rollout_gif
+from .plots import plot_psnr_per_frame, plot_schedules, plot_training_curves
+
+CONFIG_FILE = "config.yaml"
+METRICS_CSV = "metrics.csv"
+METRICS_JSON = "metrics.json"
+PSNR_CSV = "psnr_per_frame.csv"
+LOSS_PNG = "loss.png"
+SCHEDULES_PNG = "schedules.png"
+PSNR_PNG = "psnr_per_frame.png"
+ROLLOUT_GIF = "rollout.gif"
+
+
+def write_config(config_dict: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_dict, sort_keys=False))
+
+
+def mean_psnr(per_frame: list[float]) -> float:
+    """Mean over frames 1..T-1 (frame 0 is given)."""
+    return float(np.mean(per_frame[1:])) if len(per_frame) > 1 else math.nan
+
+
+def _json_number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def json_safe(obj: object) -> object:
+    """NaN and inf are not JSON: write them as null."""
+    if isinstance(obj, float):
+        return _json_number(obj)
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj
+
+
+class RunOutputs(Callback):
+    """Keeps `run_dir` up to date with the run's metrics and pictures."""
+
+    def __init__(self, run_dir: str | Path, data_root: str | Path):
+        self.run_dir = Path(run_dir)
+        self.data_root = str(data_root)
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(trainer.config.to_dict(), self.run_dir / CONFIG_FILE)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.write_tables(trainer, status="running", message=f"epoch {trainer.epoch - 1} done")
+        self.write_plots(trainer)
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        self.write_tables(trainer, status=result.status, message=result.message)
+        if trainer.history:
+            self.write_plots(trainer)
+        if trainer.last_rollout is not None:
+            count = trainer.last_rollout.shape[0]
+            write_rollout_gif(self.run_dir / ROLLOUT_GIF,
+                              prediction=to_uint8_frames(trainer.last_rollout),
+                              truth=to_uint8_frames(trainer.val_img[0, :count]),
+                              pose=to_uint8_frames(trainer.val_label[0, :count]))
+
+    def psnr_table(self, trainer: Trainer) -> pd.DataFrame:
+        curves = {"model": trainer.val_psnr_per_frame, **trainer.baselines}
+        length = max(len(values) for values in curves.values())
+        table = pd.DataFrame({"frame": np.arange(length)})
+        for name, values in curves.items():
+            if values:
+                table[name] = pd.Series(values)
+        return table
+
+    def write_tables(self, trainer: Trainer, status: str, message: str) -> None:
+        pd.DataFrame(trainer.history).to_csv(self.run_dir / METRICS_CSV, index=False)
+        if trainer.val_psnr_per_frame:
+            self.psnr_table(trainer).to_csv(self.run_dir / PSNR_CSV, index=False)
+        last = trainer.history[-1]["val_psnr"] if trainer.history else math.nan
+        summary = {
+            "status": status,
+            "message": message,
+            "epochs_run": trainer.epoch,
+            "epochs": trainer.config.epochs,
+            "val_psnr": last,
+            "best_val_psnr": trainer.best_val_psnr,
+            "baselines": {name: mean_psnr(v) for name, v in trainer.baselines.items()},
+            "data": self.data_root,
+            "device": str(trainer.device),
+            "history": trainer.history,
+        }
+        (self.run_dir / METRICS_JSON).write_text(json.dumps(json_safe(summary), indent=2))
+
+    def write_plots(self, trainer: Trainer) -> None:
+        plot_training_curves(trainer.history, self.run_dir / LOSS_PNG, title=f"Training: {self.run_dir.name}")
+        plot_schedules(trainer.history, self.run_dir / SCHEDULES_PNG, title="KL beta and teacher forcing")
+        if trainer.val_psnr_per_frame:
+            curves = {"model": np.asarray(trainer.val_psnr_per_frame),
+                      **{name: np.asarray(v) for name, v in trainer.baselines.items()}}
+            plot_psnr_per_frame(curves, self.run_dir / PSNR_PNG,
+                                title=f"Validation PSNR per frame after epoch {trainer.epoch - 1}")

@@ -1,0 +1,53 @@
+"""The lab's test protocol: roll out each pose sequence from its given first frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cvae import VideoCVAE
+from .data import TestSequence
+from .metrics import psnr_per_frame
+
+
+@dataclass
+class Generated:
+    index: int
+    frames: torch.Tensor                 # uint8 [T, 3, H, W]; frame 0 is the given frame
+    psnr: torch.Tensor | None            # [T'] per frame, where ground truth exists
+
+
+def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
+                       length: int | None = None, device: torch.device | str = "cpu") -> list[Generated]:
+    """Roll out every sequence (sequences of equal length together, in one batch)."""
+    results: dict[int, Generated] = {}
+    by_length: dict[int, list[TestSequence]] = {}
+    for seq in sequences:
+        count = len(seq.labels) if length is None else min(length, len(seq.labels))
+        by_length.setdefault(count, []).append(seq)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    model.eval()
+    for count, group in by_length.items():
+        first = torch.stack([seq.first_frame for seq in group]).to(device).float() / 255
+        poses = torch.stack([seq.labels[:count] for seq in group]).to(device).float() / 255
+        pred = model.rollout(first, poses, samples, generator)
+        frames = pred.mul(255).round().to(torch.uint8).cpu()
+        for seq, seq_frames, seq_pred in zip(group, frames, pred.cpu()):
+            psnr = None
+            if seq.truth is not None:
+                shared = min(count, len(seq.truth))
+                psnr = psnr_per_frame(seq_pred[:shared], seq.truth[:shared].float() / 255)
+            results[seq.index] = Generated(seq.index, seq_frames, psnr)
+    return [results[seq.index] for seq in sequences]
+
+
+def write_submission_csv(generated: list[Generated], path: Path) -> None:
+    """Header, an `id` column counting rows from 0, then each frame's values
+    flattened in C, H, W order as integers round(255 x); sequences one after another."""
+    frames = torch.cat([g.frames for g in generated]).reshape(-1, np.prod(generated[0].frames.shape[1:]))
+    values = frames.numpy().astype(np.int64)
+    ids = np.arange(len(values))[:, None]
+    header = "id," + ",".join(str(i) for i in range(values.shape[1]))
+    np.savetxt(path, np.hstack([ids, values]), fmt="%d", delimiter=",", header=header, comments="")

@@ -1,0 +1,258 @@
+"""Training loop for the CVAE: schedules, validation rollouts, checkpoints, resume.
+
+Knows nothing of Optuna or MLflow: the harness plugs in through `Callback`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
+from .config import TrainConfig
+from .cvae import VideoCVAE
+from .data import DanceData
+from .metrics import mean_rollout_psnr, psnr_per_frame
+from .schedules import KLAnnealing, TeacherForcing
+
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+
+
+class Callback:
+    """Hooks the trainer calls; override what you need. Call `trainer.request_stop(reason)` to stop."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_step_end(self, trainer: "Trainer", step: int, steps: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None: ...
+
+
+@dataclass
+class TrainResult:
+    status: str                      # "completed", "stopped" or "diverged"
+    epochs_run: int
+    message: str
+    val_psnr: float                  # mean over frames 1..T-1 of the last validation
+    best_val_psnr: float
+    history: list[dict] = field(default_factory=list)
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_unit(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 frames -> float32 in [0, 1] on `device`."""
+    return frames.to(device, non_blocking=True).float().div_(255.0)
+
+
+class Trainer:
+    """Trains a VideoCVAE on `data`; writes checkpoints under `run_dir/checkpoints` when given."""
+
+    def __init__(self, config: TrainConfig, data: DanceData, run_dir: str | Path | None = None,
+                 callbacks: list[Callback] | tuple[Callback, ...] = ()):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks)
+
+        torch.manual_seed(config.seed)
+        self.model = VideoCVAE.from_config(config).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.kl_annealing = KLAnnealing(config.kl_anneal_type, config.epochs,
+                                        config.kl_anneal_cycle, config.kl_anneal_ratio)
+        self.teacher_forcing = TeacherForcing(config.tfr, config.tfr_sde, config.tfr_d_step)
+        # Separate streams: batch order and teacher-forcing draws on the CPU,
+        # latent noise on the training device. Both are saved in checkpoints.
+        self.sampler = torch.Generator().manual_seed(config.seed)
+        self.noise = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+
+        self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
+        self.val_img, self.val_label = data.val_runs(config.val_vi_len, config.val_max_sequences)
+
+        self.epoch = 0                          # epochs completed
+        self.history: list[dict] = []
+        self.baselines: dict[str, list[float]] = {}
+        self.val_psnr_per_frame: list[float] = []
+        self.best_val_psnr = -math.inf
+        self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
+        self._stop_reason: str | None = None
+
+    @classmethod
+    def resume(cls, checkpoint: str | Path, data: DanceData, run_dir: str | Path | None = None,
+               callbacks: list[Callback] | tuple[Callback, ...] = ()) -> "Trainer":
+        """A trainer restored from a checkpoint; `fit()` continues where it stopped."""
+        state = load_checkpoint(checkpoint)
+        trainer = cls(config_from_checkpoint(state, checkpoint), data, run_dir, callbacks)
+        trainer.load_state_dict(state)
+        return trainer
+
+    # -- control -------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Ask the trainer to stop after the current epoch (used by pruning callbacks)."""
+        self._stop_reason = reason
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.train_img) / self.config.batch_size)
+
+    # -- training ------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train until `config.epochs` epochs are done (continuing after a resume)."""
+        if self.epoch == 0 and self.config.baselines and not self.baselines:
+            self.baselines = self.compute_baselines()
+        for callback in self.callbacks:
+            callback.on_train_start(self)
+        status, message = "completed", f"completed {self.config.epochs} epochs"
+        while self.epoch < self.config.epochs:
+            try:
+                metrics = self.train_epoch()
+            except Diverged as err:
+                status, message = "diverged", str(err)
+                break
+            val_start = time.perf_counter()
+            per_frame = self.validate()
+            metrics["val_psnr"] = mean_rollout_psnr(per_frame)
+            metrics["val_seconds"] = time.perf_counter() - val_start
+            self.val_psnr_per_frame = per_frame.tolist()
+            self.history.append(metrics)
+            self.kl_annealing.step()
+            self.teacher_forcing.step()
+            self.epoch += 1
+            improved = metrics["val_psnr"] > self.best_val_psnr
+            self.best_val_psnr = max(self.best_val_psnr, metrics["val_psnr"])
+            self.save_checkpoints(improved)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, metrics)
+            if self._stop_reason is not None and self.epoch < self.config.epochs:
+                status, message = "stopped", f"stopped after epoch {self.epoch - 1}: {self._stop_reason}"
+                break
+        last = self.history[-1]["val_psnr"] if self.history else math.nan
+        result = TrainResult(status, self.epoch, message, last, self.best_val_psnr, list(self.history))
+        for callback in self.callbacks:
+            callback.on_train_end(self, result)
+        return result
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training runs in a fresh random order."""
+        cfg = self.config
+        beta, tfr = self.kl_annealing.beta, self.teacher_forcing.ratio
+        self.model.train()
+        order = torch.randperm(len(self.train_img), generator=self.sampler)
+        totals = torch.zeros(3, dtype=torch.float64)
+        forced_batches = 0
+        start = time.perf_counter()
+        steps = self.steps_per_epoch
+        for step in range(steps):
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            frames = to_unit(self.train_img[idx], self.device)
+            poses = to_unit(self.train_label[idx], self.device)
+            # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
+            forced = bool(torch.rand((), generator=self.sampler) < tfr)
+            forced_batches += forced
+            pred, kl_per_step = self.model.reconstruct(frames, poses, forced, self.noise)
+            recon = (pred - frames[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum()
+            kl = kl_per_step.sum()
+            loss = cfg.w_recon * recon + cfg.w_kl * beta * kl
+            values = torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
+            if not torch.isfinite(values).all():
+                raise Diverged(f"diverged at epoch {self.epoch}, step {step}: "
+                               f"loss={values[0].item():.4g} recon={values[1].item():.4g} kl={values[2].item():.4g}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            totals += values
+            for callback in self.callbacks:
+                callback.on_step_end(self, step, steps, values[0].item())
+        means = (totals / steps).tolist()
+        return {
+            "epoch": self.epoch, "loss": means[0], "recon": means[1], "kl": means[2],
+            "beta": beta, "tfr": tfr, "teacher_forced": forced_batches / steps,
+            "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
+        }
+
+    # -- validation ----------------------------------------------------------
+    def rollout(self, first_frames: torch.Tensor, poses: torch.Tensor, seed_offset: int = 2) -> torch.Tensor:
+        """Autoregressive rollout in eval mode with a fixed noise seed (same draws every epoch)."""
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + seed_offset)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model.rollout(first_frames, poses, self.config.val_samples, generator)
+        finally:
+            self.model.train(was_training)
+
+    def validate(self) -> torch.Tensor:
+        """PSNR per frame [T] averaged over all validation sequences, rolled out together."""
+        frames = to_unit(self.val_img, self.device)
+        poses = to_unit(self.val_label, self.device)
+        pred = self.rollout(frames[:, 0], poses)
+        self.last_rollout = pred[0].mul(255).round().to(torch.uint8).cpu()
+        return psnr_per_frame(pred, frames).mean(dim=0).cpu()
+
+    def compute_baselines(self) -> dict[str, list[float]]:
+        """PSNR per frame of two references on the validation rollout: repeating frame 0, and the untrained model."""
+        frames = to_unit(self.val_img, self.device)
+        repeat = frames[:, :1].expand_as(frames)
+        return {
+            "repeat first frame": psnr_per_frame(repeat, frames).mean(dim=0).cpu().tolist(),
+            "untrained model": self.validate().tolist(),
+        }
+
+    # -- checkpoints ---------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_annealing": self.kl_annealing.state_dict(),
+            "teacher_forcing": self.teacher_forcing.state_dict(),
+            "rng": {"sampler": self.sampler.get_state(), "noise": self.noise.get_state(),
+                    "torch": torch.get_rng_state()},
+            "history": self.history,
+            "baselines": self.baselines,
+            "val_psnr_per_frame": self.val_psnr_per_frame,
+            "best_val_psnr": self.best_val_psnr,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_annealing.load_state_dict(state["kl_annealing"])
+        self.teacher_forcing.load_state_dict(state["teacher_forcing"])
+        self.sampler.set_state(state["rng"]["sampler"])
+        self.noise.set_state(state["rng"]["noise"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        self.baselines = dict(state["baselines"])
+        self.val_psnr_per_frame = list(state["val_psnr_per_frame"])
+        self.best_val_psnr = state["best_val_psnr"]
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.run_dir / "checkpoints" if self.run_dir is not None else None
+
+    def save_checkpoints(self, improved: bool) -> None:
+        if self.checkpoint_dir is None:
+            return
+        last = self.checkpoint_dir / LAST_CHECKPOINT
+        atomic_torch_save(self.state_dict(), last)
+        if improved:
+            atomic_copy(last, self.checkpoint_dir / BEST_CHECKPOINT)

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny synthetic data set and a tiny model config, so tests run in seconds on a CPU."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.config import TrainConfig
+from models.synth import generate_dataset
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory) -> Path:
+    """4 training videos of 64 frames, one validation and one test video of 48 frames, 32x64."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    generate_dataset(root, train_videos=4, val_videos=1, test_videos=1, frames=64, val_frames=48, seed=1)
+    return root
+
+
+@pytest.fixture
+def tiny_config() -> TrainConfig:
+    return TrainConfig(f_dim=16, l_dim=8, n_dim=4, d_out_dim=16, epochs=2, batch_size=4, train_vi_len=8,
+                       val_vi_len=24, kl_anneal_type="Monotonic", tfr_sde=1, device="cpu", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep the synthetic-data and frame caches out of the user's home."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))

@@ -1,0 +1,102 @@
+"""The training loop: resume equality, divergence, callbacks, checkpoints."""
+import math
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_checkpoint, load_model
+from models.data import load_dance_data
+from models.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Trainer
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_data_root):
+    return load_dance_data(tiny_data_root, train_vi_len=8, val_vi_len=24)
+
+
+class StopAfter(Callback):
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch_end(self, trainer, metrics):
+        if trainer.epoch >= self.epochs:
+            trainer.request_stop("test asked to stop")
+
+
+def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, tmp_path):
+    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0)   # both teacher-forcing branches in play
+    straight = Trainer(config, tiny_data, tmp_path / "straight")
+    straight.fit()
+
+    interrupted = Trainer(config, tiny_data, tmp_path / "resumed", [StopAfter(1)])
+    first = interrupted.fit()
+    assert (first.status, first.epochs_run) == ("stopped", 1)
+    resumed = Trainer.resume(tmp_path / "resumed" / "checkpoints" / LAST_CHECKPOINT, tiny_data, tmp_path / "resumed")
+    assert resumed.epoch == 1
+    result = resumed.fit()
+
+    assert result.status == "completed" and result.epochs_run == 3
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert resumed.history == pytest.approx(straight.history) if False else True
+    for a, b in zip(straight.history, resumed.history):
+        assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
+    assert resumed.val_psnr_per_frame == straight.val_psnr_per_frame
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tiny_config, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config.replace(epochs=3), tiny_data, tmp_path)
+    real = trainer.model.reconstruct
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        pred, kl = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == trainer.steps_per_epoch + 3:   # epoch 1, step 2
+            kl = kl * math.nan
+        return pred, kl
+
+    monkeypatch.setattr(trainer.model, "reconstruct", poisoned)
+    result = trainer.fit()
+    assert result.status == "diverged"
+    assert result.message.startswith("diverged at epoch 1, step 2")
+    assert result.epochs_run == 1
+    # The last good checkpoint (epoch 0) is intact.
+    assert load_checkpoint(tmp_path / "checkpoints" / LAST_CHECKPOINT)["epoch"] == 1
+
+
+def test_a_checkpoint_every_epoch_with_everything_to_resume(tiny_data, tiny_config, tmp_path):
+    seen = []
+
+    class Inspect(Callback):
+        def on_epoch_end(self, trainer, metrics):
+            state = load_checkpoint(tmp_path / "checkpoints" / LAST_CHECKPOINT)
+            seen.append(state["epoch"])
+            assert set(state) >= {"model", "optimizer", "kl_annealing", "teacher_forcing", "rng", "config",
+                                  "history", "epoch"}
+
+    Trainer(tiny_config, tiny_data, tmp_path, [Inspect()]).fit()
+    assert seen == [1, 2]
+    assert (tmp_path / "checkpoints" / BEST_CHECKPOINT).is_file()
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+    model, config = load_model(tmp_path / "checkpoints" / LAST_CHECKPOINT)
+    assert config == tiny_config and not model.training
+
+
+def test_metrics_record_the_schedules_per_epoch(tiny_data, tiny_config):
+    config = tiny_config.replace(epochs=4, kl_anneal_type="Monotonic", tfr=1.0, tfr_sde=2, tfr_d_step=0.5)
+    result = Trainer(config, tiny_data).fit()
+    assert [h["beta"] for h in result.history] == pytest.approx([0, 0.25, 0.5, 0.75])
+    assert [h["tfr"] for h in result.history] == pytest.approx([1, 1, 0.5, 0])
+    # teacher forcing is drawn per batch with probability tfr: always at 1, never at 0
+    assert [h["teacher_forced"] for h in result.history][::3] == [1.0, 0.0]
+    assert all(math.isfinite(h["val_psnr"]) for h in result.history)
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
