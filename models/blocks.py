@@ -38,6 +38,11 @@ class Res(nn.Module):
         )
         self.skip = skip(in_ch, out_ch)
 
+    @property
+    def branch_output(self) -> nn.Conv2d:
+        """The residual branch's last convolution (zero-initialised by the model)."""
+        return self.body[2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.skip(x)
 
@@ -69,6 +74,10 @@ class DW(nn.Module):
         )
         self.skip = skip(in_ch, out_ch)
         self.ffn = FFN(out_ch)
+
+    @property
+    def branch_output(self) -> nn.Conv2d:
+        return self.body[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn(self.body(x) + self.skip(x))

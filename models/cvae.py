@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DW, DEFAULT_SLOPE, Res, conv1x1, conv3x3
+from .blocks import DW, FFN, DEFAULT_SLOPE, Res, conv1x1, conv3x3
 from .config import TrainConfig
 
 
@@ -101,6 +101,29 @@ class Generator(nn.Module):
         return self.net(x)
 
 
+def init_weights(model: nn.Module) -> None:
+    """Start every residual block as its skip path.
+
+    Convolutions get variance-preserving weights (std 1/sqrt(fan_in)) and zero
+    biases, and the last convolution of each residual branch starts at zero,
+    so at initialisation the network is a chain of well-scaled projections
+    instead of a deep stack that shrinks its input. With PyTorch's default
+    init the model first has to learn to pass the previous frame through at
+    all; this init reaches a given training PSNR in several times fewer steps
+    (bench/init_speed.py). The architecture is unchanged.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            fan_in = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            nn.init.normal_(module.weight, std=fan_in ** -0.5)
+            nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, (Res, DW)):
+            nn.init.zeros_(module.branch_output.weight)
+        elif isinstance(module, FFN):
+            nn.init.zeros_(module.project.weight)
+
+
 def _fold(x: torch.Tensor) -> torch.Tensor:
     """[B, T, C, H, W] -> [B*T, C, H, W]."""
     return x.reshape(-1, *x.shape[2:])
@@ -117,6 +140,7 @@ class VideoCVAE(nn.Module):
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
         self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim, d_out_dim)
         self.generator = Generator(d_out_dim)
+        init_weights(self)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "VideoCVAE":

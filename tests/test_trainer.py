@@ -38,7 +38,6 @@ def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, 
     assert result.status == "completed" and result.epochs_run == 3
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
-    assert resumed.history == pytest.approx(straight.history) if False else True
     for a, b in zip(straight.history, resumed.history):
         assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
     assert resumed.val_psnr_per_frame == straight.val_psnr_per_frame
@@ -100,3 +99,15 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_short_training_raises_validation_psnr_above_the_untrained_model(tiny_data, tiny_config):
+    config = tiny_config.replace(f_dim=32, d_out_dim=32, epochs=4, lr=2e-3, kl_anneal_type="None",
+                                 tfr=1.0, tfr_sde=2, tfr_d_step=0.25)
+    trainer = Trainer(config, tiny_data)
+    result = trainer.fit()
+    untrained = sum(trainer.baselines["untrained model"][1:]) / (config.val_vi_len - 1)
+    losses = [h["recon"] for h in result.history]
+    # Measured (seed 0, this data): recon 0.214 -> 0.126; val PSNR 16.3 dB untrained -> 20.0 dB best.
+    assert losses[-1] < 0.75 * losses[0]
+    assert result.best_val_psnr > untrained + 2.5
