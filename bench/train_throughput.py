@@ -42,9 +42,9 @@ def main() -> None:
     frames, poses = torch.rand(shape), torch.rand(shape)
     predicted = args.batch * (args.length - 1)
 
-    def train_step(teacher_forcing: bool):
+    def train_step(teacher_forcing: bool, frames_per_pass: int | None = None):
         def step() -> None:
-            pred, kl = model.reconstruct(frames, poses, teacher_forcing)
+            pred, kl = model.reconstruct(frames, poses, teacher_forcing, frames_per_pass=frames_per_pass)
             loss = (pred - frames[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum() + kl.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -53,9 +53,10 @@ def main() -> None:
 
     lines = [f"- model dims F,L,N,D = {dims}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters; "
              f"batch {args.batch} x {args.length} frames at {args.height}x{args.width}"]
-    for forced in (True, False):
-        seconds = time_call(train_step(forced), args.steps)
-        lines.append(f"- training, teacher forcing {'on ' if forced else 'off'}: {predicted / seconds:.2f} frames/s "
+    for forced, per_pass in ((True, None), (True, 16), (True, 8), (True, 4), (False, None)):
+        seconds = time_call(train_step(forced, per_pass), args.steps)
+        mode = f"on, {per_pass or 'all'} frames per pass" if forced else "off (sequential)"
+        lines.append(f"- training, teacher forcing {mode}: {predicted / seconds:.2f} frames/s "
                      f"({seconds:.2f} s per step of {predicted} predicted frames)")
     model.eval()
     for samples in (1, 10):

@@ -129,6 +129,16 @@ def _fold(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, *x.shape[2:])
 
 
+def _in_passes(module, size: int, *inputs: torch.Tensor):
+    """module(*inputs) over dim 0 in slices of at most `size`, outputs concatenated (tuples element-wise)."""
+    if inputs[0].shape[0] <= size:
+        return module(*inputs)
+    outputs = [module(*(x[i:i + size] for x in inputs)) for i in range(0, inputs[0].shape[0], size)]
+    if isinstance(outputs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outputs))
+    return torch.cat(outputs)
+
+
 class VideoCVAE(nn.Module):
     """The five modules plus the two ways of running them: training and rollout."""
 
@@ -150,28 +160,39 @@ class VideoCVAE(nn.Module):
         return self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
 
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None,
+                    frames_per_pass: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass over sequences [B, T, 3, H, W].
 
         Returns the predictions of frames 1..T-1, [B, T-1, 3, H, W], and the KL
         of each step, [T-1] (summed over latent elements, divided by B).
         Ground-truth frames and poses are encoded once, batched over time;
-        with teacher forcing the whole decode is batched over time too.
+        with teacher forcing the whole decode is batched over time too, in
+        passes of at most `frames_per_pass` frames (None: all at once). On a
+        CPU small passes win: full-resolution activations of many frames at
+        once overflow the caches (2x slower at the default dims).
         """
         b, t = frames.shape[:2]
-        frame_feat = self.frame_encoder(_fold(frames)).unflatten(0, (b, t))
+        chunk = frames_per_pass or b * t
+        frame_feat = _in_passes(self.frame_encoder, chunk, _fold(frames)).unflatten(0, (b, t))
+        # Poses in one pass: the label encoder's batch norm must see the whole batch.
         pose_feat = self.label_encoder(_fold(poses)).unflatten(0, (b, t))
         eps = torch.randn((b * (t - 1), self.n_dim, *frames.shape[3:]), generator=generator,
                           device=frames.device, dtype=frames.dtype)
-        z, mu, logvar = self.gaussian_predictor(_fold(frame_feat[:, 1:]), _fold(pose_feat[:, 1:]), eps)
+        z, mu, logvar = _in_passes(self.gaussian_predictor, chunk, _fold(frame_feat[:, 1:]),
+                                   _fold(pose_feat[:, 1:]), eps)
         # KL(q || N(0, I)) per element; the lab sums it over the latent and divides by B.
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).unflatten(0, (b, t - 1))
         kl_per_step = kl.sum(dim=(0, 2, 3, 4)) / b
         z = z.unflatten(0, (b, t - 1))
 
         if teacher_forcing:
-            pred = self.decode(_fold(frame_feat[:, :-1]), _fold(pose_feat[:, 1:]), _fold(z))
-            return pred.unflatten(0, (b, t - 1)), kl_per_step
+            # Time-major order so each pass holds whole steps of the batch.
+            def fold_time(x: torch.Tensor) -> torch.Tensor:
+                return _fold(x.transpose(0, 1))
+            pred = _in_passes(self.decode, chunk, fold_time(frame_feat[:, :-1]), fold_time(pose_feat[:, 1:]),
+                              fold_time(z))
+            return pred.unflatten(0, (t - 1, b)).transpose(0, 1), kl_per_step
 
         preds = []
         prev_feat = frame_feat[:, 0]

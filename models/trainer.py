@@ -19,6 +19,7 @@ from .metrics import mean_rollout_psnr, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
 
 LAST_CHECKPOINT = "last.pt"
+CPU_FRAMES_PER_PASS = 4   # measured best at the default dims (bench/train_throughput.py, BENCHMARKS.md)
 BEST_CHECKPOINT = "best.pt"
 
 
@@ -83,6 +84,8 @@ class Trainer:
         self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
         self.val_img, self.val_label = data.val_runs(config.val_vi_len, config.val_max_sequences)
 
+        # Small passes keep a CPU's caches warm; a GPU wants the whole batch at once.
+        self.frames_per_pass = CPU_FRAMES_PER_PASS if self.device.type == "cpu" else None
         self.epoch = 0                          # epochs completed
         self.history: list[dict] = []
         self.baselines: dict[str, list[float]] = {}
@@ -163,7 +166,7 @@ class Trainer:
             # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
             forced = bool(torch.rand((), generator=self.sampler) < tfr)
             forced_batches += forced
-            pred, kl_per_step = self.model.reconstruct(frames, poses, forced, self.noise)
+            pred, kl_per_step = self.model.reconstruct(frames, poses, forced, self.noise, self.frames_per_pass)
             recon = (pred - frames[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum()
             kl = kl_per_step.sum()
             loss = cfg.w_recon * recon + cfg.w_kl * beta * kl

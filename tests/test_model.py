@@ -87,3 +87,11 @@ def test_rollout_starts_from_the_given_frame_and_is_repeatable(small_model):
     torch.testing.assert_close(out[:, 0], first)
     torch.testing.assert_close(out, again)   # pose chunking does not change the result
     assert 0 <= out.min() and out.max() <= 1
+
+
+def test_passes_of_a_few_frames_give_the_same_result(small_model):
+    frames, poses = torch.rand(2, 6, 3, H, W), torch.rand(2, 6, 3, H, W)
+    whole, kl = small_model.reconstruct(frames, poses, True, torch.Generator().manual_seed(2))
+    passes, kl_passes = small_model.reconstruct(frames, poses, True, torch.Generator().manual_seed(2), 3)
+    torch.testing.assert_close(passes, whole, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(kl_passes, kl, atol=1e-3, rtol=1e-4)
