@@ -46,44 +46,42 @@ def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step
     return max(0.0, start - decay_step * max(0, epoch - decay_start + 1))
 
 
-class KLAnnealing:
-    """Beta of the current epoch; `step()` once at each epoch's end."""
+class EpochSchedule:
+    """A value that is a function of the epoch; `step()` once at each epoch's end."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def step(self) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+
+class KLAnnealing(EpochSchedule):
+    """Beta of the current epoch."""
 
     def __init__(self, kind: str, epochs: int, n_cycle: int = 1, ratio: float = 1.0):
+        super().__init__()
         kl_beta(kind, 0, epochs, n_cycle, ratio)  # reject an unknown kind now, not mid-run
         self.kind, self.epochs, self.n_cycle, self.ratio = kind, epochs, n_cycle, ratio
-        self.epoch = 0
 
     @property
     def beta(self) -> float:
         return kl_beta(self.kind, self.epoch, self.epochs, self.n_cycle, self.ratio)
 
-    def step(self) -> None:
-        self.epoch += 1
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-
-
-class TeacherForcing:
-    """Teacher-forcing ratio of the current epoch; `step()` once at each epoch's end."""
+class TeacherForcing(EpochSchedule):
+    """Teacher-forcing ratio of the current epoch."""
 
     def __init__(self, start: float, decay_start: int, decay_step: float):
+        super().__init__()
         self.start, self.decay_start, self.decay_step = start, decay_start, decay_step
-        self.epoch = 0
 
     @property
     def ratio(self) -> float:
         return teacher_forcing_ratio(self.epoch, self.start, self.decay_start, self.decay_step)
-
-    def step(self) -> None:
-        self.epoch += 1
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])

@@ -19,7 +19,14 @@ from .metrics import mean_rollout_psnr, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
 
 LAST_CHECKPOINT = "last.pt"
-CPU_FRAMES_PER_PASS = 4   # measured best at the default dims (bench/train_throughput.py, BENCHMARKS.md)
+# On a CPU, decode in passes whose widest activation (D channels x H x W per
+# frame) stays near this size: 4 frames at the default 192 x 32 x 64 measured
+# fastest (bench/train_throughput.py, BENCHMARKS.md); narrow models take more.
+CPU_PASS_ACTIVATION = 4 * 192 * 32 * 64
+
+
+def cpu_frames_per_pass(config: TrainConfig) -> int:
+    return max(1, CPU_PASS_ACTIVATION // (config.d_out_dim * config.height * config.width))
 BEST_CHECKPOINT = "best.pt"
 
 
@@ -85,7 +92,7 @@ class Trainer:
         self.val_img, self.val_label = data.val_runs(config.val_vi_len, config.val_max_sequences)
 
         # Small passes keep a CPU's caches warm; a GPU wants the whole batch at once.
-        self.frames_per_pass = CPU_FRAMES_PER_PASS if self.device.type == "cpu" else None
+        self.frames_per_pass = cpu_frames_per_pass(config) if self.device.type == "cpu" else None
         self.epoch = 0                          # epochs completed
         self.history: list[dict] = []
         self.baselines: dict[str, list[float]] = {}

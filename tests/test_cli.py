@@ -117,3 +117,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_data_root):
     junk.write_bytes(b"junk")
     assert_one_line_error(run("generate", "--ckpt", junk, "--out", tmp_path / "g"), "junk.pt")
     assert not (tmp_path / "r").exists()
+
+
+def test_train_without_data_generates_the_synthetic_set_once(tmp_path):
+    args = ["train", "--epochs", 1, *TINY[:-2], "--partial", "0.02", "--val-vi-len", 16,
+            "--val-max-sequences", 1, "--no-baselines"]
+    first = run(*args, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    assert "generating the synthetic data set once" in first.output
+    second = run(*args, "--out", tmp_path / "b")
+    assert second.exit_code == 0, second.output
+    assert "generating" not in second.output
+    summary = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert summary["data"].endswith("v1-32x64-seed0") and summary["epochs_run"] == 1
