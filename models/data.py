@@ -345,3 +345,13 @@ def load_test_sequences(
         labels = _load_listed(label_dir, label_files, size, cache_dir)
         sequences.append(TestSequence(index, first_frame, labels, truth))
     return sequences
+
+
+def to_unit(frames: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 frames -> float32 in [0, 1] on `device`."""
+    return frames.to(device, non_blocking=True).float().div_(255.0)
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames in [0, 1] -> uint8 as round(255 x), the storage and submission format."""
+    return frames.mul(255).round().to(torch.uint8)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .cvae import VideoCVAE
-from .data import TestSequence
+from .data import TestSequence, to_uint8, to_unit
 from .metrics import psnr_per_frame
 
 
@@ -30,15 +30,15 @@ def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples:
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
     for count, group in by_length.items():
-        first = torch.stack([seq.first_frame for seq in group]).to(device).float() / 255
-        poses = torch.stack([seq.labels[:count] for seq in group]).to(device).float() / 255
+        first = to_unit(torch.stack([seq.first_frame for seq in group]), device)
+        poses = to_unit(torch.stack([seq.labels[:count] for seq in group]), device)
         pred = model.rollout(first, poses, samples, generator)
-        frames = pred.mul(255).round().to(torch.uint8).cpu()
+        frames = to_uint8(pred).cpu()
         for seq, seq_frames, seq_pred in zip(group, frames, pred.cpu()):
             psnr = None
             if seq.truth is not None:
                 shared = min(count, len(seq.truth))
-                psnr = psnr_per_frame(seq_pred[:shared], seq.truth[:shared].float() / 255)
+                psnr = psnr_per_frame(seq_pred[:shared], to_unit(seq.truth[:shared]))
             results[seq.index] = Generated(seq.index, seq_frames, psnr)
     return [results[seq.index] for seq in sequences]
 

@@ -14,11 +14,12 @@ import torch
 from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .cvae import VideoCVAE
-from .data import DanceData
+from .data import DanceData, to_uint8, to_unit
 from .metrics import mean_rollout_psnr, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
 
 LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
 # On a CPU, decode in passes whose widest activation (D channels x H x W per
 # frame) stays near this size: 4 frames at the default 192 x 32 x 64 measured
 # fastest (bench/train_throughput.py, BENCHMARKS.md); narrow models take more.
@@ -27,7 +28,6 @@ CPU_PASS_ACTIVATION = 4 * 192 * 32 * 64
 
 def cpu_frames_per_pass(config: TrainConfig) -> int:
     return max(1, CPU_PASS_ACTIVATION // (config.d_out_dim * config.height * config.width))
-BEST_CHECKPOINT = "best.pt"
 
 
 class Callback:
@@ -60,11 +60,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def to_unit(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 frames -> float32 in [0, 1] on `device`."""
-    return frames.to(device, non_blocking=True).float().div_(255.0)
 
 
 class Trainer:
@@ -196,9 +191,9 @@ class Trainer:
         }
 
     # -- validation ----------------------------------------------------------
-    def rollout(self, first_frames: torch.Tensor, poses: torch.Tensor, seed_offset: int = 2) -> torch.Tensor:
+    def rollout(self, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         """Autoregressive rollout in eval mode with a fixed noise seed (same draws every epoch)."""
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + seed_offset)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -211,7 +206,7 @@ class Trainer:
         frames = to_unit(self.val_img, self.device)
         poses = to_unit(self.val_label, self.device)
         pred = self.rollout(frames[:, 0], poses)
-        self.last_rollout = pred[0].mul(255).round().to(torch.uint8).cpu()
+        self.last_rollout = to_uint8(pred[0]).cpu()
         return psnr_per_frame(pred, frames).mean(dim=0).cpu()
 
     def compute_baselines(self) -> dict[str, list[float]]:
