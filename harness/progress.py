@@ -44,7 +44,8 @@ class ProgressReporter(Callback):
             f"training on {trainer.device}: {params / 1e6:.2f} M parameters, "
             f"{len(trainer.train_img)} sequences of {cfg.train_vi_len} frames "
             f"({trainer.steps_per_epoch} steps/epoch), {len(trainer.val_img)} validation "
-            f"sequence(s) of {cfg.val_vi_len} frames, epochs {trainer.epoch}..{cfg.epochs - 1}")
+            f"sequence(s) rolled out over {trainer.epoch_val_len} frames per epoch and {cfg.val_vi_len} at the end, "
+            f"epochs {trainer.epoch}..{cfg.epochs - 1}")
         for name, per_frame in trainer.baselines.items():
             self._print(f"baseline {name}: val PSNR {sum(per_frame[1:]) / max(1, len(per_frame) - 1):.2f} dB")
         self._run_start = time.perf_counter()
@@ -80,5 +81,7 @@ class ProgressReporter(Callback):
         self._epoch_start = self._last_log = now
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        final = (f"; final {trainer.config.val_vi_len}-frame rollout {result.final_val_psnr:.2f} dB"
+                 if result.status == "completed" else "")
         self._print(f"{result.status}: {result.message}; last val PSNR {result.val_psnr:.2f} dB, "
-                    f"best {result.best_val_psnr:.2f} dB")
+                    f"best {result.best_val_psnr:.2f} dB{final}")

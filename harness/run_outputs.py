@@ -55,9 +55,11 @@ def json_safe(obj: object) -> object:
 class RunOutputs(Callback):
     """Keeps `run_dir` up to date with the run's metrics and pictures."""
 
-    def __init__(self, run_dir: str | Path, data_root: str | Path):
+    def __init__(self, run_dir: str | Path, data_root: str | Path, plots_every_epoch: bool = True):
         self.run_dir = Path(run_dir)
         self.data_root = str(data_root)
+        # Sweeps draw their plots once at the end: a few hundred ms per epoch add up over many trials.
+        self.plots_every_epoch = plots_every_epoch
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -65,12 +67,14 @@ class RunOutputs(Callback):
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.write_tables(trainer, status="running", message=f"epoch {trainer.epoch - 1} done")
-        self.write_plots(trainer)
+        if self.plots_every_epoch:
+            self.write_plots(trainer, f"after epoch {trainer.epoch - 1}")
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        self.write_tables(trainer, status=result.status, message=result.message)
+        self.write_tables(trainer, status=result.status, message=result.message, final=result.final_val_psnr)
         if trainer.history:
-            self.write_plots(trainer)
+            self.write_plots(trainer, "final rollout" if result.status == "completed"
+                             else f"after epoch {trainer.epoch - 1}")
         if trainer.last_rollout is not None:
             count = trainer.last_rollout.shape[0]
             write_rollout_gif(self.run_dir / ROLLOUT_GIF,
@@ -87,7 +91,7 @@ class RunOutputs(Callback):
                 table[name] = pd.Series(values)
         return table
 
-    def write_tables(self, trainer: Trainer, status: str, message: str) -> None:
+    def write_tables(self, trainer: Trainer, status: str, message: str, final: float = math.nan) -> None:
         pd.DataFrame(trainer.history).to_csv(self.run_dir / METRICS_CSV, index=False)
         if trainer.val_psnr_per_frame:
             self.psnr_table(trainer).to_csv(self.run_dir / PSNR_CSV, index=False)
@@ -99,6 +103,8 @@ class RunOutputs(Callback):
             "epochs": trainer.config.epochs,
             "val_psnr": last,
             "best_val_psnr": trainer.best_val_psnr,
+            "final_val_psnr": final,
+            "val_frames": {"per_epoch": trainer.epoch_val_len, "final": trainer.config.val_vi_len},
             "baselines": {name: mean_psnr(v) for name, v in trainer.baselines.items()},
             "data": self.data_root,
             "device": str(trainer.device),
@@ -106,11 +112,11 @@ class RunOutputs(Callback):
         }
         (self.run_dir / METRICS_JSON).write_text(json.dumps(json_safe(summary), indent=2))
 
-    def write_plots(self, trainer: Trainer) -> None:
+    def write_plots(self, trainer: Trainer, when: str) -> None:
         plot_training_curves(trainer.history, self.run_dir / LOSS_PNG, title=f"Training: {self.run_dir.name}")
         plot_schedules(trainer.history, self.run_dir / SCHEDULES_PNG, title="KL beta and teacher forcing")
         if trainer.val_psnr_per_frame:
             curves = {"model": np.asarray(trainer.val_psnr_per_frame),
                       **{name: np.asarray(v) for name, v in trainer.baselines.items()}}
             plot_psnr_per_frame(curves, self.run_dir / PSNR_PNG,
-                                title=f"Validation PSNR per frame after epoch {trainer.epoch - 1}")
+                                title=f"Validation PSNR per frame, {when}")

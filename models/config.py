@@ -30,7 +30,10 @@ class TrainConfig:
     height: int = _option(32, "Frame height in pixels; every frame must have it.")
     width: int = _option(64, "Frame width in pixels; every frame must have it.")
     train_vi_len: int = _option(16, "Frames per training sequence (non-overlapping runs of the train folder).")
-    val_vi_len: int = _option(630, "Frames per validation rollout (runs of the val folder).")
+    val_vi_len: int = _option(630, "Frames per validation rollout (runs of the val folder); the final rollout's length.")
+    val_epoch_len: int | None = _option(None, "Frames of the per-epoch validation rollout, a prefix of each validation "
+                                              "sequence; the full val_vi_len rollout then runs once at the end "
+                                              "(unset: val_vi_len every epoch).")
     val_max_sequences: int | None = _option(None, "Use at most this many validation sequences (unset: all).")
     partial: float = _option(1.0, "Fraction of the training sequences used, in (0, 1].")
     # model widths (DESIGN.md: F, L, N, D)
@@ -73,6 +76,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.train_vi_len < 2 or self.val_vi_len < 2:
             raise ConfigError("train_vi_len and val_vi_len must be >= 2 (frame 0 is given, frame 1 is predicted)")
+        if self.val_epoch_len is not None and not 2 <= self.val_epoch_len <= self.val_vi_len:
+            raise ConfigError(f"val_epoch_len must be in [2, val_vi_len={self.val_vi_len}], got {self.val_epoch_len}")
         for key in ("f_dim", "d_out_dim"):
             if getattr(self, key) % 8:
                 raise ConfigError(f"{key} must be a multiple of 8, got {getattr(self, key)}")

@@ -47,9 +47,11 @@ class TrainResult:
     status: str                      # "completed", "stopped" or "diverged"
     epochs_run: int
     message: str
-    val_psnr: float                  # mean over frames 1..T-1 of the last validation
+    val_psnr: float                  # mean over frames 1..T-1 of the last per-epoch validation
     best_val_psnr: float
     history: list[dict] = field(default_factory=list)
+    final_val_psnr: float = math.nan  # the full val_vi_len rollout after the last epoch (completed runs only)
+    final_val_seconds: float = 0.0
 
 
 class Diverged(RuntimeError):
@@ -129,8 +131,9 @@ class Trainer:
                 status, message = "diverged", str(err)
                 break
             val_start = time.perf_counter()
-            per_frame = self.validate()
+            per_frame = self.validate(self.epoch_val_len)
             metrics["val_psnr"] = mean_rollout_psnr(per_frame)
+            metrics["val_frames"] = self.epoch_val_len
             metrics["val_seconds"] = time.perf_counter() - val_start
             self.val_psnr_per_frame = per_frame.tolist()
             self.history.append(metrics)
@@ -147,6 +150,8 @@ class Trainer:
                 break
         last = self.history[-1]["val_psnr"] if self.history else math.nan
         result = TrainResult(status, self.epoch, message, last, self.best_val_psnr, list(self.history))
+        if status == "completed":
+            self.final_validation(result)
         for callback in self.callbacks:
             callback.on_train_end(self, result)
         return result
@@ -201,10 +206,23 @@ class Trainer:
         finally:
             self.model.train(was_training)
 
-    def validate(self) -> torch.Tensor:
-        """PSNR per frame [T] averaged over all validation sequences, rolled out together."""
-        frames = to_unit(self.val_img, self.device)
-        poses = to_unit(self.val_label, self.device)
+    @property
+    def epoch_val_len(self) -> int:
+        return self.config.val_epoch_len or self.config.val_vi_len
+
+    def final_validation(self, result: TrainResult) -> None:
+        """Score the last model on the full val_vi_len rollout (reusing the last epoch's when it was full length)."""
+        start = time.perf_counter()
+        if self.epoch_val_len < self.config.val_vi_len or self.last_rollout is None:
+            self.val_psnr_per_frame = self.validate().tolist()
+        result.final_val_psnr = mean_rollout_psnr(torch.tensor(self.val_psnr_per_frame))
+        result.final_val_seconds = time.perf_counter() - start
+
+    def validate(self, length: int | None = None) -> torch.Tensor:
+        """PSNR per frame [T] averaged over all validation sequences, rolled out together
+        over their first `length` frames (all of them by default)."""
+        frames = to_unit(self.val_img[:, :length], self.device)
+        poses = to_unit(self.val_label[:, :length], self.device)
         pred = self.rollout(frames[:, 0], poses)
         self.last_rollout = to_uint8(pred[0]).cpu()
         return psnr_per_frame(pred, frames).mean(dim=0).cpu()

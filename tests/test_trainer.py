@@ -111,3 +111,24 @@ def test_short_training_raises_validation_psnr_above_the_untrained_model(tiny_da
     # Measured (seed 0, this data): recon 0.214 -> 0.126; val PSNR 16.3 dB untrained -> 20.0 dB best.
     assert losses[-1] < 0.75 * losses[0]
     assert result.best_val_psnr > untrained + 2.5
+
+
+def test_short_epoch_rollouts_are_prefixes_of_the_final_full_rollout(tiny_data, tiny_config, tmp_path):
+    config = tiny_config.replace(epochs=2, val_epoch_len=8)
+    trainer = Trainer(config, tiny_data, tmp_path)
+    result = trainer.fit()
+
+    assert [m["val_frames"] for m in trainer.history] == [8, 8]
+    assert len(trainer.val_psnr_per_frame) == config.val_vi_len
+    final = torch.tensor(trainer.val_psnr_per_frame)
+    assert result.final_val_psnr == pytest.approx(final[1:].mean().item())
+    # Same model, same noise stream: the last per-epoch rollout is the first 8 frames of the final one.
+    assert result.val_psnr == pytest.approx(final[1:8].mean().item(), abs=1e-4)
+    assert result.final_val_seconds > 0
+
+
+def test_stopped_runs_skip_the_final_rollout(tiny_data, tiny_config, tmp_path):
+    trainer = Trainer(tiny_config.replace(epochs=3, val_epoch_len=8), tiny_data, tmp_path, [StopAfter(1)])
+    result = trainer.fit()
+    assert result.status == "stopped" and math.isnan(result.final_val_psnr)
+    assert len(trainer.val_psnr_per_frame) == 8
