@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 import time
 from pathlib import Path
@@ -11,28 +10,13 @@ from typing import Any, Callable
 import click
 import yaml
 
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.config import KL_ANNEAL_TYPES, ConfigError, TrainConfig
-from models.data import DataError
+
+from .cli_common import echo, friendly_errors
 
 # Options of `harness train` that are not training hyperparameters.
 _NOT_OPTIONS = {"data", "loss_convention"}
-
-
-def friendly_errors(command: Callable) -> Callable:
-    """Turn the project's input errors into one line on stderr and exit status 2, never a traceback."""
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (DataError, ConfigError, CheckpointError, ValueError, FileExistsError) as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
-    return wrapper
-
-
-def echo(message: str) -> None:
-    click.echo(message, err=True)
 
 
 def config_options(command: Callable) -> Callable:
@@ -80,6 +64,9 @@ def main() -> None:
     harness data synth --out DIR        write the built-in synthetic dance data set
     harness train --out RUN_DIR         train the CVAE (synthetic data unless --data)
     harness generate --ckpt FILE ...    roll out test pose sequences: GIF, PSNR, submission CSV
+    harness sweep --study NAME          an Optuna study, each trial a training run logged to MLflow
+    harness studies | report | best     what the studies found; export the best checkpoint
+    harness ui                          the MLflow UI over the runs directory
     """
 
 
@@ -251,6 +238,11 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
         echo(f"mean PSNR over predicted frames: {predicted.psnr.mean():.2f} dB")
     echo(f"wrote {len(generated)} GIF(s), submission.csv ({sum(len(g.frames) for g in generated)} rows) to {out_dir}")
 
+
+from .sweep_commands import best, report, studies, sweep, ui  # noqa: E402  (they need `main` above)
+
+for _command in (sweep, best, studies, report, ui):
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

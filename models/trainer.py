@@ -95,6 +95,7 @@ class Trainer:
         self.baselines: dict[str, list[float]] = {}
         self.val_psnr_per_frame: list[float] = []
         self.best_val_psnr = -math.inf
+        self.baseline_seconds = 0.0
         self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
         self._stop_reason: str | None = None
 
@@ -120,7 +121,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until `config.epochs` epochs are done (continuing after a resume)."""
         if self.epoch == 0 and self.config.baselines and not self.baselines:
+            start = time.perf_counter()
             self.baselines = self.compute_baselines()
+            self.baseline_seconds = time.perf_counter() - start
         for callback in self.callbacks:
             callback.on_train_start(self)
         status, message = "completed", f"completed {self.config.epochs} epochs"

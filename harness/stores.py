@@ -1,0 +1,81 @@
+"""Where a sweep keeps its state: the Optuna storage, the MLflow tracking store, trial folders.
+
+By default everything lives under one runs directory (SQLite files and an
+artifact folder), so a first sweep needs nothing set up. `--storage` and
+`--tracking-uri` (or $HARNESS_STORAGE and $MLFLOW_TRACKING_URI) point at
+PostgreSQL and an MLflow server instead.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+DEFAULT_RUNS_DIR = "harness-runs"
+OPTUNA_DB = "optuna.db"
+MLFLOW_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+TRIALS_DIR = "trials"
+# Seconds a SQLite connection waits for another process's write lock before failing.
+SQLITE_BUSY_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class Stores:
+    runs_dir: Path
+    storage_url: str                 # Optuna RDB storage URL
+    tracking_uri: str                # MLflow tracking URI
+    artifact_location: str | None    # for experiments the harness creates; None: the tracking server decides
+
+    def trial_dir(self, study: str, trial_number: int) -> Path:
+        return self.runs_dir / TRIALS_DIR / study / f"trial-{trial_number:04d}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a `sqlite:///` URL (None for other URLs)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _sqlite_url(path: Path) -> str:
+    # pysqlite reads `timeout` from the URL; MLflow and Optuna pass URLs through to SQLAlchemy.
+    return f"sqlite:///{path.resolve()}?timeout={SQLITE_BUSY_TIMEOUT}"
+
+
+def resolve_stores(runs_dir: str | Path | None = None, storage: str | None = None,
+                   tracking_uri: str | None = None) -> Stores:
+    """Options win over environment variables, which win over the embedded defaults under runs_dir."""
+    runs = Path(runs_dir or os.environ.get("HARNESS_RUNS_DIR") or DEFAULT_RUNS_DIR).resolve()
+    storage = storage or os.environ.get("HARNESS_STORAGE") or _sqlite_url(runs / OPTUNA_DB)
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _sqlite_url(runs / MLFLOW_DB)
+    local_tracking = not tracking_uri.startswith(("http://", "https://", "databricks"))
+    artifacts = (runs / ARTIFACTS_DIR).as_uri() if local_tracking else None
+    return Stores(runs, storage, tracking_uri, artifacts)
+
+
+def prepare_sqlite(url: str) -> None:
+    """Create the folder of a SQLite store and switch it to WAL, so readers never block the writer.
+
+    WAL is a property of the database file: setting it once (under a lock, since
+    several workers may start together) covers every later connection.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT):
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+
+
+def store_lock(url: str) -> FileLock | None:
+    """A lock that serialises schema creation of a local SQLite store across processes."""
+    path = sqlite_path(url)
+    return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT) if path is not None else None

@@ -1,0 +1,212 @@
+"""`harness sweep`: open (or create) the Optuna study of a spec and run trials until it has enough.
+
+`n_trials` is the study's target size, shared by every worker: a worker takes
+new trials while the study holds fewer (not counting trials that are queued,
+nor failed trials that were re-queued as a retry). Running the command again
+continues the same study; raise `--n-trials` to extend a finished one.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from models.config import TrainConfig
+from models.data import load_dance_data
+
+from .datasets import frames_cache_dir, resolve_data_root
+from .objective import SweepContext, TrialFailed, objective
+from .progress import format_duration
+from .stores import SQLITE_BUSY_TIMEOUT, Stores, prepare_sqlite, store_lock
+from .studies import StudySpec, make_pruner, make_sampler, train_values
+from .tracking import StudyTracker
+
+# A worker's heartbeat; a RUNNING trial silent for GRACE_SECONDS is failed and re-queued.
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+# A worker gives up after this many failed trials in a row: something is wrong beyond one config.
+MAX_CONSECUTIVE_FAILURES = 3
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)   # the harness prints its own line per trial
+# Heartbeats and retry history are marked experimental in Optuna 5; the harness relies on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot go on (one line, shown to the user)."""
+
+
+@dataclass
+class SweepSummary:
+    study_name: str
+    target: int
+    counted: int
+    ran: int                        # trials this worker ran
+    states: dict[str, int]
+    best_number: int | None
+    best_value: float | None
+    best_params: dict
+
+
+def open_storage(stores: Stores, retries: int) -> RDBStorage:
+    """Optuna's RDB storage with heartbeats, so a dead worker's trial is failed and retried."""
+    prepare_sqlite(stores.storage_url)
+    engine_kwargs = {"pool_pre_ping": True}
+    if stores.storage_url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    make = functools.partial(RDBStorage, stores.storage_url, engine_kwargs=engine_kwargs,
+                             heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+    lock = store_lock(stores.storage_url)
+    if lock is None:
+        return make()
+    with lock:    # the first worker creates the tables; the others wait for it
+        return make()
+
+
+def spec_fingerprint(spec: StudySpec) -> str:
+    """What makes trials comparable: data, budget, fixed values, search space and objective."""
+    parts = {"data": spec.data, "budget": spec.budget, "fixed": spec.fixed, "metric": spec.metric,
+             "space": {name: repr(param) for name, param in spec.search_space.items()}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def open_study(spec: StudySpec, stores: Stores, seed: int | None) -> optuna.Study:
+    """Load the spec's study, or create it and enqueue the spec's reference trials."""
+    storage = open_storage(stores, spec.retries)
+    sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
+    try:
+        study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction,
+                                    sampler=sampler, pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
+        recorded = study.user_attrs.get("spec_fingerprint")
+        if recorded is not None and recorded != spec_fingerprint(spec):
+            raise SweepError(f"study {spec.name!r} in {_safe_url(stores.storage_url)} was created from a different "
+                             f"{spec.path.name} (data, budget, fixed values or search space changed); "
+                             "its trials would not compare: use a new study name")
+        return study
+    study.set_user_attr("spec_fingerprint", spec_fingerprint(spec))
+    study.set_user_attr("spec_path", str(spec.path))
+    study.set_user_attr("description", spec.description)
+    for index, params in enumerate(spec.enqueue):
+        study.enqueue_trial(params, user_attrs={"enqueued": "reference" if index == 0 else "spec"})
+    return study
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    numbers: set[int] = set()
+    for trial in trials:
+        numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+    return numbers
+
+
+def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that count toward the target: run or running, each retried trial once."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.state != TrialState.WAITING and t.number not in retried]
+
+
+def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
+    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
+                                          TrialState.RUNNING, TrialState.WAITING)}
+    for trial in trials:
+        counts[trial.state.name] += 1
+    return counts
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
+def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, timeout: float | None = None,
+              device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print) -> SweepSummary:
+    target = n_trials if n_trials is not None else spec.n_trials
+    timeout = timeout if timeout is not None else spec.timeout
+    study = open_study(spec, stores, seed)
+    tracker = StudyTracker(stores, spec.name)
+    tracker.study_started(spec.path.read_text(), spec.description)
+
+    base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths
+    config_seed = seed if seed is not None else base.seed
+    data_root = resolve_data_root(spec.data, base.height, base.width, progress=echo)
+    data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
+                           val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
+    ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo)
+    echo(f"study {spec.name}: target {target} trials; storage {_safe_url(stores.storage_url)}; "
+         f"tracking {_safe_url(stores.tracking_uri)}")
+
+    started = time.monotonic()
+    ran, failures_in_row, durations = 0, 0, []
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        counted = len(counted_trials(trials))
+        if counted >= target:
+            break
+        if timeout is not None and time.monotonic() - started >= timeout:
+            echo(f"timeout of {timeout:.0f}s reached")
+            break
+        trial_start = time.monotonic()
+        finished: list[FrozenTrial] = []
+        study.optimize(functools.partial(objective, ctx=ctx), n_trials=1, catch=(Exception,),
+                       callbacks=[lambda _, trial: finished.append(trial)])
+        durations.append(time.monotonic() - trial_start)
+        ran += 1
+        last = finished[0]
+        failures_in_row = failures_in_row + 1 if last.state == TrialState.FAIL else 0
+        _report_trial(study, last, target, durations, echo)
+        tracker.log_study_progress(last.number, _best_value(study), state_counts(study.get_trials(deepcopy=False)))
+        if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
+            raise SweepError(f"{failures_in_row} trials failed in a row (last: trial {last.number}: "
+                             f"{last.user_attrs.get('fail_reason', '?')}); stopping this worker")
+
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(study)
+    states = state_counts(trials)
+    if len(counted_trials(trials)) >= target and states["RUNNING"] == 0 and states["WAITING"] == 0:
+        tracker.study_finished(best.number if best else None)
+    return SweepSummary(spec.name, target, len(counted_trials(trials)), ran, states,
+                        best.number if best else None, best.value if best else None, best.params if best else {})
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    best = best_trial(study)
+    return best.value if best else None
+
+
+def _report_trial(study: optuna.Study, trial: FrozenTrial, target: int, durations: list[float],
+                  echo: Callable[[str], None]) -> None:
+    """One line per finished trial: its result, the study's best so far, and this worker's ETA."""
+    trials = study.get_trials(deepcopy=False)
+    done = len(counted_trials(trials))
+    if trial.state == TrialState.COMPLETE:
+        outcome = f"{trial.value:.2f} dB"
+    elif trial.state == TrialState.PRUNED:
+        outcome = f"pruned after epoch {trial.last_step}"
+    else:
+        outcome = str(trial.user_attrs.get("fail_reason", "failed"))[:200]
+    best = best_trial(study)
+    best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"
+    remaining = max(0, target - done)
+    eta = format_duration(sum(durations) / len(durations) * remaining)
+    echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])} | "
+         f"{best_text} | study {done}/{target} | ETA {eta} for this worker alone")
+
+
+def _safe_url(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail:
+        credentials, _, host = tail.rpartition("@")
+        tail = credentials.split(":")[0] + ":***@" + host
+    return head + sep + tail
+

@@ -1,0 +1,175 @@
+"""MLflow logging for sweeps: one experiment and one parent run per study, one nested run per trial."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from models.trainer import LAST_CHECKPOINT, Callback, Trainer, TrainResult
+
+from . import run_outputs
+from .stores import Stores, store_lock
+
+STUDY_TAG = "harness.study"
+ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
+TRIAL_TAG = "harness.trial"
+STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
+SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
+CHECKPOINT_ARTIFACT = "checkpoint/" + LAST_CHECKPOINT
+EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "seconds", "val_seconds")
+# Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# MLflow's log_batch takes at most 1000 metrics per call.
+BATCH = 1000
+
+# Progress bars for downloads of a few files are noise in a log.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("mlflow").setLevel(logging.ERROR)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StudyTracker:
+    """The MLflow side of one study; safe to use from several workers at once."""
+
+    def __init__(self, stores: Stores, study_name: str):
+        self.stores = stores
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri=stores.tracking_uri)
+        lock = store_lock(stores.tracking_uri)
+        if lock is not None:
+            with lock:   # the first connection to a fresh SQLite store migrates its schema
+                self.client.search_experiments(max_results=1)
+        self.experiment_id = self._experiment()
+        self.parent_run_id = self._parent_run()
+
+    # -- study level -----------------------------------------------------------
+    def _experiment(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is None:
+            try:
+                return self.client.create_experiment(self.study_name, self.stores.artifact_location,
+                                                      tags={STUDY_TAG: self.study_name})
+            except MlflowException:    # another worker created it first
+                experiment = self.client.get_experiment_by_name(self.study_name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise ValueError(f"MLflow experiment {self.study_name!r} was deleted; restore it "
+                             f"(mlflow experiments restore) or use another study name")
+        return experiment.experiment_id
+
+    def _parent_runs(self) -> list:
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
+        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    def _parent_run(self) -> str:
+        """The study's parent run. Workers starting together may each create one; all keep the
+        oldest and delete their own extra, so every worker ends up with the same parent."""
+        runs = self._parent_runs()
+        if runs:
+            return runs[0].info.run_id
+        mine = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                      tags={ROLE_TAG: "study", STUDY_TAG: self.study_name}).info.run_id
+        chosen = self._parent_runs()[0].info.run_id
+        if chosen != mine:
+            self.client.delete_run(mine)
+        return chosen
+
+    def study_started(self, spec_text: str, description: str) -> None:
+        self.client.update_run(self.parent_run_id, status="RUNNING")
+        self.client.set_tag(self.parent_run_id, "mlflow.note.content", description)
+        self.client.log_text(self.parent_run_id, spec_text, "study.yaml")
+
+    def log_study_progress(self, step: int, best_value: float | None, counts: dict[str, int]) -> None:
+        metrics = [Metric(f"trials_{state.lower()}", count, _now_ms(), step) for state, count in counts.items()]
+        if best_value is not None:
+            metrics.append(Metric("best_val_psnr", best_value, _now_ms(), step))
+        self.client.log_batch(self.parent_run_id, metrics=metrics)
+
+    def study_finished(self, best_trial: int | None) -> None:
+        if best_trial is not None:
+            self.client.set_tag(self.parent_run_id, "harness.best_trial", str(best_trial))
+        self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+    # -- trial level -----------------------------------------------------------
+    def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial_number:04d}",
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial", STUDY_TAG: self.study_name,
+                  TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", SEARCHED_TAG: ",".join(searched)})
+        params = [Param(key, str(value)) for key, value in config.items() if key != "loss_convention"]
+        self.client.log_batch(run.info.run_id, params=params,
+                              tags=[RunTag("harness.loss_convention", config["loss_convention"])])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        now = _now_ms()
+        metrics = [Metric(key, float(value), now, step) for key, value in values.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def log_series(self, run_id: str, key: str, values: list[float]) -> None:
+        """One metric with a step per element (e.g. PSNR per frame), so MLflow draws it as a curve."""
+        now = _now_ms()
+        metrics = [Metric(key, float(v), now, step) for step, v in enumerate(values) if math.isfinite(v)]
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH])
+
+    def log_files(self, run_id: str, folder: Path) -> None:
+        """The trial folder's config, tables, plots, GIF and last checkpoint, whichever exist."""
+        for name in (run_outputs.CONFIG_FILE, run_outputs.METRICS_CSV, run_outputs.METRICS_JSON,
+                     run_outputs.PSNR_CSV, run_outputs.LOSS_PNG, run_outputs.SCHEDULES_PNG,
+                     run_outputs.PSNR_PNG, run_outputs.ROLLOUT_GIF, "error.txt"):
+            if (folder / name).is_file():
+                self.client.log_artifact(run_id, str(folder / name))
+        checkpoint = folder / "checkpoints" / LAST_CHECKPOINT
+        if checkpoint.is_file():
+            self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
+
+    def end_trial(self, run_id: str, state: str, message: str = "") -> None:
+        self.client.set_tag(run_id, STATE_TAG, state)
+        if message:
+            self.client.set_tag(run_id, "harness.message", message[:5000])
+        self.client.set_terminated(run_id, RUN_STATUS[state])
+
+    def download_checkpoint(self, run_id: str, out_dir: Path) -> Path:
+        return Path(self.client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(out_dir)))
+
+
+class MlflowTrialLogger(Callback):
+    """Sends a trial's per-epoch metrics to its MLflow run, and at the end its curves and files."""
+
+    def __init__(self, tracker: StudyTracker, run_id: str, trial_dir: Path):
+        self.tracker = tracker
+        self.run_id = run_id
+        self.trial_dir = trial_dir
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        baselines = {"baseline_" + name.replace(" ", "_"): run_outputs.mean_psnr(values)
+                     for name, values in trainer.baselines.items()}
+        if baselines:
+            self.tracker.log_metrics(self.run_id, baselines)
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        values = {key: metrics[key] for key in EPOCH_METRICS if key in metrics}
+        self.tracker.log_metrics(self.run_id, values, step=int(metrics["epoch"]))
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        # RunOutputs runs before this callback, so the folder already holds the final files.
+        summary = {"best_val_psnr": result.best_val_psnr, "epochs_run": result.epochs_run}
+        if result.status == "completed":
+            summary |= {"final_val_psnr": result.final_val_psnr, "final_val_seconds": result.final_val_seconds}
+        self.tracker.log_metrics(self.run_id, {k: v for k, v in summary.items() if math.isfinite(v)})
+        self.tracker.log_series(self.run_id, "val_psnr_per_frame", trainer.val_psnr_per_frame)
+        self.tracker.log_files(self.run_id, self.trial_dir)
