@@ -44,6 +44,10 @@ class SweepError(RuntimeError):
     """The sweep cannot go on (one line, shown to the user)."""
 
 
+class StudyMismatch(ValueError):
+    """The spec no longer matches the study stored under its name."""
+
+
 @dataclass
 class SweepSummary:
     study_name: str
@@ -90,7 +94,7 @@ def open_study(spec: StudySpec, stores: Stores, seed: int | None) -> optuna.Stud
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
         recorded = study.user_attrs.get("spec_fingerprint")
         if recorded is not None and recorded != spec_fingerprint(spec):
-            raise SweepError(f"study {spec.name!r} in {_safe_url(stores.storage_url)} was created from a different "
+            raise StudyMismatch(f"study {spec.name!r} in {_safe_url(stores.storage_url)} was created from a different "
                              f"{spec.path.name} (data, budget, fixed values or search space changed); "
                              "its trials would not compare: use a new study name")
         return study

@@ -16,7 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from models.trainer import LAST_CHECKPOINT, Callback, Trainer, TrainResult
 
 from . import run_outputs
-from .stores import Stores, store_lock
+from .stores import Stores, prepare_sqlite, store_lock
 
 STUDY_TAG = "harness.study"
 ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
@@ -46,11 +46,13 @@ class StudyTracker:
     def __init__(self, stores: Stores, study_name: str):
         self.stores = stores
         self.study_name = study_name
-        self.client = MlflowClient(tracking_uri=stores.tracking_uri)
+        prepare_sqlite(stores.tracking_uri)
         lock = store_lock(stores.tracking_uri)
-        if lock is not None:
-            with lock:   # the first connection to a fresh SQLite store migrates its schema
-                self.client.search_experiments(max_results=1)
+        if lock is None:
+            self.client = MlflowClient(tracking_uri=stores.tracking_uri)
+        else:
+            with lock:   # the client opens its store at once, and the first opening migrates the schema
+                self.client = MlflowClient(tracking_uri=stores.tracking_uri)
         self.experiment_id = self._experiment()
         self.parent_run_id = self._parent_run()
 

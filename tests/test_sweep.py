@@ -1,0 +1,277 @@
+"""`harness sweep` end to end, in real processes: Optuna study, MLflow runs, best export, reports, UI."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from harness.stores import resolve_stores
+from models.checkpoint import load_model
+
+TRIAL_ARTIFACTS = {"loss.png", "schedules.png", "psnr_per_frame.png", "rollout.gif", "config.yaml",
+                   "metrics.csv", "metrics.json", "psnr_per_frame.csv"}
+
+
+def harness(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, **popen)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def study(runs: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=resolve_stores(runs).storage_url)
+
+
+def mlflow_runs(runs: Path, name: str) -> tuple[object, list, list]:
+    client = MlflowClient(tracking_uri=resolve_stores(runs).tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    all_runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("harness.role") == "study"]
+    trials = [r for r in all_runs if r.data.tags.get("harness.role") == "trial"]
+    return client, parents, trials
+
+
+def artifact_names(client, run_id: str) -> set[str]:
+    names = set()
+    for entry in client.list_artifacts(run_id):
+        if entry.is_dir:
+            names |= {child.path for child in client.list_artifacts(run_id, entry.path)}
+        else:
+            names.add(entry.path)
+    return names
+
+
+def write_spec(path: Path, data_root: Path, **changes) -> Path:
+    """A spec on the tiny test data set; `changes` replace top-level keys."""
+    spec = {
+        "name": path.stem, "n_trials": 2, "data": str(data_root),
+        "budget": {"epochs": 2, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6, "val_vi_len": 24,
+                   "val_max_sequences": 1},
+        "fixed": {"f_dim": 16, "l_dim": 8, "n_dim": 4, "d_out_dim": 16, "batch_size": 4, "baselines": False},
+        "search_space": {"lr": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True}},
+        "sampler": {"type": "random", "seed": 0},
+        **changes,
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+# -- the shipped smoke study, run once for the module ---------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    runs = tmp_path_factory.mktemp("smoke-runs")
+    return runs, ok(harness("sweep", "--study", "smoke", "--runs-dir", str(runs), "--device", "cpu"))
+
+
+def test_smoke_study_has_its_trials_in_optuna(smoke):
+    runs, result = smoke
+    trials = study(runs, "smoke").get_trials()
+    assert len(trials) == 3
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}
+    assert any(t.state == TrialState.COMPLETE for t in trials)
+    reference = trials[0]
+    assert reference.params == {"kl_anneal_type": "Cyclical", "lr": 0.002}   # the spec's enqueued trial
+    assert reference.user_attrs["enqueued"] == "reference"
+    for t in trials:
+        assert t.user_attrs["epochs_run"] >= 1 and len(t.user_attrs["mlflow_run_id"]) == 32
+        assert 0 <= t.user_attrs["overhead_share"] < 1
+    assert "best: trial" in result.stderr and "harness best --study smoke" in result.stderr
+
+
+def test_smoke_study_logs_a_parent_and_one_nested_run_per_trial(smoke):
+    runs, _ = smoke
+    client, parents, trial_runs = mlflow_runs(runs, "smoke")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trial_runs) == 3
+    by_number = {int(r.data.tags["harness.trial"]): r for r in trial_runs}
+    for t in study(runs, "smoke").get_trials():
+        run = by_number[t.number]
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["harness.state"] == t.state.name
+        assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t.state.name]
+        assert run.data.params["lr"] == str(t.params["lr"])
+        history = client.get_metric_history(run.info.run_id, "val_psnr")
+        assert [m.step for m in history] == list(range(t.user_attrs["epochs_run"]))
+        for key in ("loss", "recon", "kl", "beta", "tfr"):
+            assert len(client.get_metric_history(run.info.run_id, key)) == len(history)
+        assert TRIAL_ARTIFACTS | {"checkpoint/last.pt"} <= artifact_names(client, run.info.run_id)
+        if t.state == TrialState.COMPLETE:
+            per_frame = client.get_metric_history(run.info.run_id, "val_psnr_per_frame")
+            assert len(per_frame) == 32 and run.data.metrics["final_val_psnr"] == pytest.approx(t.value)
+
+
+def test_rerun_continues_the_study_and_best_export_feeds_generate(smoke, tmp_path):
+    runs, _ = smoke
+    again = ok(harness("sweep", "--study", "smoke", "--runs-dir", str(runs), "--n-trials", "4", "--device", "cpu"))
+    assert "this worker ran 1" in again.stderr
+    trials = study(runs, "smoke").get_trials()
+    assert len(trials) == 4 and trials[3].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert len(mlflow_runs(runs, "smoke")[2]) == 4
+
+    nothing_left = ok(harness("sweep", "--study", "smoke", "--runs-dir", str(runs), "--n-trials", "4"))
+    assert "this worker ran 0" in nothing_left.stderr
+
+    out = tmp_path / "best"
+    ok(harness("best", "--study", "smoke", "--export", "ckpt", "--out", str(out), "--runs-dir", str(runs)))
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["trial"] == best.number and metrics["final_val_psnr"] == pytest.approx(best.value)
+    model, config = load_model(out / "checkpoint.pt", "cpu")
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == pytest.approx(best.params["lr"]) == config.lr
+    generated = ok(harness("generate", "--ckpt", str(out / "checkpoint.pt"), "--out", str(tmp_path / "gen"),
+                           "--length", "8"))
+    assert (tmp_path / "gen" / "submission.csv").is_file(), generated.stderr
+
+
+def test_studies_and_report_list_what_the_storage_holds(smoke, tmp_path):
+    runs, _ = smoke
+    listing = ok(harness("studies", "--runs-dir", str(runs))).stdout
+    assert "smoke" in listing and "COMPLETE" in listing
+    table = ok(harness("report", "--study", "smoke", "--runs-dir", str(runs),
+                       "--csv", str(tmp_path / "r.csv"), "--markdown", str(tmp_path / "r.md")))
+    import pandas as pd
+    frame = pd.read_csv(tmp_path / "r.csv")
+    trials = study(runs, "smoke").get_trials()
+    assert list(frame.trial) == [t.number for t in trials]
+    assert list(frame.state) == [t.state.name for t in trials]
+    assert list(frame.mlflow_run_id) == [t.user_attrs["mlflow_run_id"] for t in trials]
+    assert frame.loc[0, "note"] == "reference" and frame.loc[0, "gain_vs_reference"] == pytest.approx(0)
+    assert (tmp_path / "r.md").read_text().startswith("|") and "kl_anneal_type" in table.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ui_serves_the_runs_directory_store(smoke):
+    runs, _ = smoke
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--runs-dir", str(runs),
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=smoke"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the UI did not come up"
+                time.sleep(1)
+        assert body["experiment"]["name"] == "smoke"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+# -- pruning, failures, concurrency, bad input ---------------------------------------------------
+def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_root, tmp_path):
+    # Trial 1 barely trains (lr 1e-7), so the median pruner stops it after epoch 0; trial 2's KL weight
+    # makes its loss infinite (beta is 1 from the start with kl_anneal_type None): it diverges.
+    spec = write_spec(
+        tmp_path / "faults.yaml", tiny_data_root, n_trials=4,
+        fixed={"f_dim": 16, "l_dim": 8, "n_dim": 4, "d_out_dim": 16, "batch_size": 4, "baselines": False,
+               "kl_anneal_type": "None"},
+        search_space={"lr": {"type": "categorical", "choices": [0.004, 1.0e-7]},
+                      "w_kl": {"type": "categorical", "choices": [1.0, 1.0e300]}},
+        pruner={"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        enqueue=[{"lr": 0.004, "w_kl": 1.0}, {"lr": 1.0e-7, "w_kl": 1.0}, {"lr": 0.004, "w_kl": 1.0e300},
+                 {"lr": 0.004, "w_kl": 1.0}])
+    runs = tmp_path / "runs"
+    result = ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
+
+    trials = study(runs, "faults").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].last_step == 0 and trials[1].user_attrs["epochs_run"] == 1
+    assert "diverged at epoch 0, step 0" in trials[2].user_attrs["fail_reason"]
+    assert "trial 2 FAIL: diverged" in result.stderr and "Traceback" not in result.stderr
+
+    client, _, trial_runs = mlflow_runs(runs, "faults")
+    by_number = {int(r.data.tags["harness.trial"]): r for r in trial_runs}
+    assert [by_number[n].info.status for n in range(4)] == ["FINISHED", "KILLED", "FAILED", "FINISHED"]
+    assert [by_number[n].data.tags["harness.state"] for n in range(4)] == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    pruned = by_number[1].info.run_id
+    assert len(client.get_metric_history(pruned, "val_psnr")) == 1      # what it logged before it stopped
+    assert {"loss.png", "checkpoint/last.pt"} <= artifact_names(client, pruned)
+    assert "diverged" in by_number[2].data.tags["harness.message"]
+
+
+def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
+               "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+               for _ in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+        assert "database is locked" not in err
+        ran = int(err.rsplit("this worker ran ", 1)[1].split()[0])
+        assert ran >= 1, err[-2000:]     # both made progress
+
+    trials = study(runs, "pair").get_trials()
+    assert len(trials) >= 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    _, parents, trial_runs = mlflow_runs(runs, "pair")
+    assert len(parents) == 1
+    assert sorted(int(r.data.tags["harness.trial"]) for r in trial_runs) == [t.number for t in trials]
+
+
+def test_a_changed_spec_cannot_continue_an_old_study(tiny_data_root, tmp_path):
+    runs = tmp_path / "runs"
+    spec = write_spec(tmp_path / "drift.yaml", tiny_data_root, n_trials=1)
+    ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
+    write_spec(spec, tiny_data_root, n_trials=2,
+               search_space={"lr": {"type": "float", "low": 1e-4, "high": 5e-3, "log": True}})
+    result = harness("sweep", "--study", str(spec), "--runs-dir", str(runs))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "different drift.yaml" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--study", "no_such_study"], "no_such_study: unknown study"),
+    (["sweep", "--study", "smoke", "--n-trials", "0"], "--n-trials must be >= 1"),
+    (["report", "--study", "missing"], "--study missing: no such study"),
+    (["best", "--study", "missing", "--export", "ckpt"], "--study missing: no such study"),
+])
+def test_bad_input_is_one_line(args, message, tmp_path):
+    result = harness(*args, "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_bad_spec_file_is_one_line_naming_file_and_key(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "bad.yaml", tiny_data_root, pruner={"type": "sometimes"})
+    result = harness("sweep", "--study", str(spec), "--runs-dir", str(tmp_path / "runs"))
+    assert result.returncode == 2 and str(spec) in result.stderr and "pruner.type" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_best_of_a_study_without_completed_trials_is_an_error(tiny_data_root, tmp_path):
+    runs = tmp_path / "runs"
+    storage = resolve_stores(runs).storage_url
+    runs.mkdir()
+    optuna.create_study(study_name="empty", storage=storage, direction="maximize")
+    result = harness("best", "--study", "empty", "--export", "ckpt", "--runs-dir", str(runs))
+    assert result.returncode == 2 and "no completed trial" in result.stderr
