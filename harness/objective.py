@@ -36,6 +36,7 @@ class SweepContext:
     device: str
     seed: int
     echo: Callable[[str], None]
+    current_trial: int | None = None    # the trial this worker is running, for Ctrl-C handling
 
 
 class OptunaPruning(Callback):
@@ -66,9 +67,13 @@ def compute_seconds(trainer: Trainer, result: TrainResult | None) -> float:
 
 def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     """Train one configuration; returns the mean PSNR of the final full-length validation rollout."""
+    ctx.current_trial = trial.number
     try:
         return _train_trial(trial, ctx)
-    except (optuna.TrialPruned, KeyboardInterrupt):
+    except optuna.TrialPruned:
+        raise
+    except KeyboardInterrupt:
+        trial.set_user_attr("fail_reason", "interrupted")
         raise
     except Exception as err:   # Optuna records FAIL; keep the reason where reports can read it
         trial.set_user_attr("fail_reason", str(err) if isinstance(err, TrialFailed) else repr(err))

@@ -106,6 +106,16 @@ def open_study(spec: StudySpec, stores: Stores, seed: int | None) -> optuna.Stud
     return study
 
 
+def requeue_interrupted(study: optuna.Study, number: int | None, retries: int) -> None:
+    """Queue a Ctrl-C'd trial again (Optuna has marked it failed), so that a rerun runs it
+    instead of counting it: the same mechanism that retries a dead worker's trial."""
+    if number is None:
+        return
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if trial is not None and trial.state == TrialState.FAIL:
+        RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, trial)
+
+
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     numbers: set[int] = set()
     for trial in trials:
@@ -161,8 +171,13 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
             break
         trial_start = time.monotonic()
         finished: list[FrozenTrial] = []
-        study.optimize(functools.partial(objective, ctx=ctx), n_trials=1, catch=(Exception,),
-                       callbacks=[lambda _, trial: finished.append(trial)])
+        ctx.current_trial = None
+        try:
+            study.optimize(functools.partial(objective, ctx=ctx), n_trials=1, catch=(Exception,),
+                           callbacks=[lambda _, trial: finished.append(trial)])
+        except KeyboardInterrupt:
+            requeue_interrupted(study, ctx.current_trial, spec.retries)
+            raise
         durations.append(time.monotonic() - trial_start)
         ran += 1
         last = finished[0]

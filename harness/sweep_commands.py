@@ -81,8 +81,8 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
         echo(f"error: {err}")
         sys.exit(1)
     except KeyboardInterrupt:
-        echo(f"\ninterrupted: the running trial is recorded as failed; run the same command to continue "
-             f"study {spec.name}")
+        echo(f"\ninterrupted: the running trial is recorded as failed and queued again; run the same "
+             f"command to continue study {spec.name}")
         sys.exit(130)
     states = ", ".join(f"{count} {state.lower()}" for state, count in summary.states.items() if count)
     echo(f"study {summary.study_name}: {summary.counted}/{summary.target} trials ({states}); "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -275,3 +276,36 @@ def test_best_of_a_study_without_completed_trials_is_an_error(tiny_data_root, tm
     optuna.create_study(study_name="empty", storage=storage, direction="maximize")
     result = harness("best", "--study", "empty", "--export", "ckpt", "--runs-dir", str(runs))
     assert result.returncode == 2 and "no completed trial" in result.stderr
+
+
+def test_ctrl_c_ends_the_trial_cleanly_and_a_rerun_finishes_the_study(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "intr.yaml", tiny_data_root, n_trials=2,
+                      budget={"epochs": 4, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6,
+                              "val_vi_len": 24, "val_max_sequences": 1})
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
+               "--device", "cpu"]
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_epoch = runs / "trials" / "intr" / "trial-0000" / "metrics.csv"
+    deadline = time.monotonic() + 300
+    while not first_epoch.exists():
+        assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read()[-3000:]
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 130 and "interrupted" in err and "Traceback" not in err
+
+    trials = study(runs, "intr").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == "interrupted"
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
+    client, _, trial_runs = mlflow_runs(runs, "intr")
+    assert [(r.info.status, r.data.tags["harness.state"]) for r in trial_runs] == [("FAILED", "FAIL")]
+    assert "loss.png" not in artifact_names(client, trial_runs[0].info.run_id)   # plots come at the end...
+    assert "metrics.csv" in artifact_names(client, trial_runs[0].info.run_id)     # ...tables every epoch
+
+    again = ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
+    assert "this worker ran 2" in again.stderr
+    trials = study(runs, "intr").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params
