@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def prepare_sqlite(url: str) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT):
+    with store_lock(url):
         connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -75,7 +76,8 @@ def prepare_sqlite(url: str) -> None:
             connection.close()
 
 
-def store_lock(url: str) -> FileLock | None:
-    """A lock that serialises schema creation of a local SQLite store across processes."""
+def store_lock(url: str) -> AbstractContextManager:
+    """A lock that serialises schema creation of a local SQLite store across processes;
+    server databases (PostgreSQL, MLflow servers) need none."""
     path = sqlite_path(url)
-    return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT) if path is not None else None
+    return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT) if path is not None else nullcontext()

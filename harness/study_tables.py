@@ -8,9 +8,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from .stores import Stores
-from .sweep import open_storage, state_counts
-
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+from .sweep import STATES, best_trial, open_storage, state_counts
 
 
 class UnknownStudy(ValueError):
@@ -35,14 +33,14 @@ def studies_table(stores: Stores) -> pd.DataFrame:
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        complete = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = max(complete, key=lambda t: t.value) if complete else None
+        best = best_trial(trials)
         starts = [t.datetime_start for t in trials if t.datetime_start]
         rows.append({"study": name, "trials": len(trials), **state_counts(trials),
                      "best_psnr": best.value if best else math.nan,
                      "best_trial": best.number if best else None,
                      "started": min(starts).strftime("%Y-%m-%d %H:%M") if starts else ""})
-    return pd.DataFrame(rows, columns=["study", "trials", *STATES, "best_psnr", "best_trial", "started"])
+    return pd.DataFrame(rows, columns=["study", "trials", *(state.name for state in STATES), "best_psnr",
+                                       "best_trial", "started"])
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from models.config import TrainConfig
 from models.data import load_dance_data
 
 from .datasets import frames_cache_dir, resolve_data_root
-from .objective import SweepContext, TrialFailed, objective
+from .objective import SweepContext, objective
 from .progress import format_duration
 from .stores import SQLITE_BUSY_TIMEOUT, Stores, prepare_sqlite, store_lock
 from .studies import StudySpec, make_pruner, make_sampler, train_values
@@ -32,6 +32,8 @@ from .tracking import StudyTracker
 # A worker's heartbeat; a RUNNING trial silent for GRACE_SECONDS is failed and re-queued.
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
+# The states reports count trials in, in the order they show them.
+STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 # A worker gives up after this many failed trials in a row: something is wrong beyond one config.
 MAX_CONSECUTIVE_FAILURES = 3
 
@@ -66,14 +68,10 @@ def open_storage(stores: Stores, retries: int) -> RDBStorage:
     engine_kwargs = {"pool_pre_ping": True}
     if stores.storage_url.startswith("sqlite"):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
-    make = functools.partial(RDBStorage, stores.storage_url, engine_kwargs=engine_kwargs,
-                             heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
-    lock = store_lock(stores.storage_url)
-    if lock is None:
-        return make()
-    with lock:    # the first worker creates the tables; the others wait for it
-        return make()
+    with store_lock(stores.storage_url):    # the first worker creates the tables; the others wait for it
+        return RDBStorage(stores.storage_url, engine_kwargs=engine_kwargs,
+                          heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
 
 
 def spec_fingerprint(spec: StudySpec) -> str:
@@ -130,15 +128,15 @@ def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL,
-                                          TrialState.RUNNING, TrialState.WAITING)}
+    counts = {state.name: 0 for state in STATES}
     for trial in trials:
         counts[trial.state.name] += 1
     return counts
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The completed trial with the highest value (the objective is maximised)."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     return max(complete, key=lambda t: t.value) if complete else None
 
 
@@ -182,14 +180,16 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
         ran += 1
         last = finished[0]
         failures_in_row = failures_in_row + 1 if last.state == TrialState.FAIL else 0
-        _report_trial(study, last, target, durations, echo)
-        tracker.log_study_progress(last.number, _best_value(study), state_counts(study.get_trials(deepcopy=False)))
+        trials = study.get_trials(deepcopy=False)
+        best = best_trial(trials)
+        _report_trial(trials, best, last, target, durations, echo)
+        tracker.log_study_progress(last.number, best.value if best else None, state_counts(trials))
         if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
             raise SweepError(f"{failures_in_row} trials failed in a row (last: trial {last.number}: "
                              f"{last.user_attrs.get('fail_reason', '?')}); stopping this worker")
 
     trials = study.get_trials(deepcopy=False)
-    best = best_trial(study)
+    best = best_trial(trials)
     states = state_counts(trials)
     if len(counted_trials(trials)) >= target and states["RUNNING"] == 0 and states["WAITING"] == 0:
         tracker.study_finished(best.number if best else None)
@@ -197,15 +197,9 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
                         best.number if best else None, best.value if best else None, best.params if best else {})
 
 
-def _best_value(study: optuna.Study) -> float | None:
-    best = best_trial(study)
-    return best.value if best else None
-
-
-def _report_trial(study: optuna.Study, trial: FrozenTrial, target: int, durations: list[float],
-                  echo: Callable[[str], None]) -> None:
+def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: FrozenTrial, target: int,
+                  durations: list[float], echo: Callable[[str], None]) -> None:
     """One line per finished trial: its result, the study's best so far, and this worker's ETA."""
-    trials = study.get_trials(deepcopy=False)
     done = len(counted_trials(trials))
     if trial.state == TrialState.COMPLETE:
         outcome = f"{trial.value:.2f} dB"
@@ -213,7 +207,6 @@ def _report_trial(study: optuna.Study, trial: FrozenTrial, target: int, duration
         outcome = f"pruned after epoch {trial.last_step}"
     else:
         outcome = str(trial.user_attrs.get("fail_reason", "failed"))[:200]
-    best = best_trial(study)
     best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"
     remaining = max(0, target - done)
     eta = format_duration(sum(durations) / len(durations) * remaining)

@@ -162,7 +162,7 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     stores = _stores(runs_dir, storage, tracking_uri)
     name = _study_name(study)
     loaded = load_existing_study(stores, name)
-    trial = best_trial(loaded)
+    trial = best_trial(loaded.get_trials(deepcopy=False))
     if trial is None:
         raise UsageError(f"--study {name}: no completed trial yet, so there is no best one")
     summary: dict[str, Any] = {

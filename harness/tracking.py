@@ -47,12 +47,8 @@ class StudyTracker:
         self.stores = stores
         self.study_name = study_name
         prepare_sqlite(stores.tracking_uri)
-        lock = store_lock(stores.tracking_uri)
-        if lock is None:
+        with store_lock(stores.tracking_uri):   # the client opens its store at once; the first opening migrates it
             self.client = MlflowClient(tracking_uri=stores.tracking_uri)
-        else:
-            with lock:   # the client opens its store at once, and the first opening migrates the schema
-                self.client = MlflowClient(tracking_uri=stores.tracking_uri)
         self.experiment_id = self._experiment()
         self.parent_run_id = self._parent_run()
 
