@@ -7,6 +7,8 @@ from typing import TextIO
 
 from models.trainer import Callback, Trainer, TrainResult
 
+from .run_outputs import mean_psnr
+
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
@@ -47,7 +49,7 @@ class ProgressReporter(Callback):
             f"sequence(s) rolled out over {trainer.epoch_val_len} frames per epoch and {cfg.val_vi_len} at the end, "
             f"epochs {trainer.epoch}..{cfg.epochs - 1}")
         for name, per_frame in trainer.baselines.items():
-            self._print(f"baseline {name}: val PSNR {sum(per_frame[1:]) / max(1, len(per_frame) - 1):.2f} dB")
+            self._print(f"baseline {name}: val PSNR {mean_psnr(per_frame):.2f} dB")
         self._run_start = time.perf_counter()
         self._epoch_start = self._last_log = self._run_start
         self._epochs_timed = 0
