@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from contextlib import AbstractContextManager, nullcontext
+import urllib.error
+import urllib.request
+import zlib
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from filelock import FileLock
 
@@ -22,6 +26,12 @@ ARTIFACTS_DIR = "mlartifacts"
 TRIALS_DIR = "trials"
 # Seconds a SQLite connection waits for another process's write lock before failing.
 SQLITE_BUSY_TIMEOUT = 120
+# Seconds to wait for a PostgreSQL server or an MLflow tracking server to answer before giving up.
+CONNECT_TIMEOUT = 10
+
+
+class StoreUnavailable(ValueError):
+    """A storage or tracking server that cannot be reached (one line naming the option)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,58 @@ def prepare_sqlite(url: str) -> None:
 
 
 def store_lock(url: str) -> AbstractContextManager:
-    """A lock that serialises schema creation of a local SQLite store across processes;
-    server databases (PostgreSQL, MLflow servers) need none."""
+    """A lock that serialises schema creation of a fresh store across processes: workers started
+    together would otherwise race to create the same tables. A file lock beside a SQLite store,
+    an advisory lock on a PostgreSQL server; an MLflow server migrates its own store."""
     path = sqlite_path(url)
-    return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT) if path is not None else nullcontext()
+    if path is not None:
+        return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT)
+    if url.startswith("postgresql"):
+        return _postgres_lock(url)
+    return nullcontext()
+
+
+@contextmanager
+def _postgres_lock(url: str) -> Iterator[None]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    key = zlib.crc32(b"harness schema") & 0x7FFFFFFF
+    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": CONNECT_TIMEOUT})
+    try:
+        try:
+            connection = engine.connect()
+        except OperationalError as err:
+            reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err).splitlines()[0]
+            raise StoreUnavailable(f"{safe_url(url)}: cannot connect ({reason})") from None
+        with connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
+
+
+def check_tracking_server(uri: str) -> None:
+    """Fail fast, in one line, when no MLflow server answers at an http(s) tracking URI
+    (MLflow's own client retries for minutes before it gives up)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=CONNECT_TIMEOUT) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise StoreUnavailable(f"--tracking-uri {safe_url(uri)}: no MLflow server answers ({reason})") from None
+
+
+def safe_url(url: str) -> str:
+    """A storage URL without its password, for messages."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail:
+        credentials, _, host = tail.rpartition("@")
+        tail = credentials.split(":")[0] + ":***@" + host
+    return head + sep + tail

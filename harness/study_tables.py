@@ -5,6 +5,7 @@ import math
 
 import optuna
 import pandas as pd
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from .stores import Stores
@@ -17,7 +18,7 @@ class UnknownStudy(ValueError):
 
 def load_existing_study(stores: Stores, name: str) -> optuna.Study:
     """The study called `name`; a clear error listing the storage's studies when there is none."""
-    storage = open_storage(stores, retries=0)
+    storage = open_storage(stores)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         known = ", ".join(sorted(names)) or "none"
@@ -28,7 +29,7 @@ def load_existing_study(stores: Stores, name: str) -> optuna.Study:
 
 def studies_table(stores: Stores) -> pd.DataFrame:
     """One row per study: trial counts by state and the best value."""
-    storage = open_storage(stores, retries=0)
+    storage = open_storage(stores)
     rows = []
     for name in sorted(optuna.get_all_study_names(storage)):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -50,6 +51,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     param_names = sorted({name for t in trials for name in t.params})
     reference = next((t for t in trials if t.user_attrs.get("enqueued") == "reference"
                       and t.state == TrialState.COMPLETE), None)
+    retried_as = {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number
+                  for t in trials if RetryHeartbeatStaleTrialCallback.retry_history(t)}
     rows = []
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
@@ -64,7 +67,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "epochs_run": t.user_attrs.get("epochs_run"),
             "duration_s": round(duration, 1),
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
-            "note": _note(t),
+            "note": _note(t, retried_as.get(t.number)),
         })
     return pd.DataFrame(rows)
 
@@ -73,9 +76,18 @@ def _number(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _note(trial: optuna.trial.FrozenTrial) -> str:
+def _note(trial: optuna.trial.FrozenTrial, retried_as: int | None) -> str:
+    """Reference trial, retries and resumes, why a trial failed."""
+    parts = []
     if trial.user_attrs.get("enqueued") == "reference":
-        return "reference"
+        parts.append("reference")
+    history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    if history:
+        resumed = trial.user_attrs.get("resumed_epochs")
+        parts.append(f"retry of trial {history[-1]}" + (f", resumed after epoch {resumed - 1}" if resumed else ""))
     if trial.state == TrialState.FAIL:
-        return str(trial.user_attrs.get("fail_reason", ""))[:120]
-    return ""
+        # Only a trial whose worker died has no reason: the objective records every other failure.
+        parts.append(str(trial.user_attrs.get("fail_reason") or "worker lost: no heartbeat")[:120])
+    if retried_as is not None:
+        parts.append(f"retried as trial {retried_as}")
+    return "; ".join(parts)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+import sqlalchemy.exc
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from models.config import TrainConfig
@@ -25,11 +27,13 @@ from models.data import load_dance_data
 from .datasets import frames_cache_dir, resolve_data_root
 from .objective import SweepContext, objective
 from .progress import format_duration
-from .stores import SQLITE_BUSY_TIMEOUT, Stores, prepare_sqlite, store_lock
+from .stores import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, Stores, StoreUnavailable, check_tracking_server,
+                     prepare_sqlite, safe_url, store_lock)
 from .studies import StudySpec, make_pruner, make_sampler, train_values
 from .tracking import StudyTracker
 
-# A worker's heartbeat; a RUNNING trial silent for GRACE_SECONDS is failed and re-queued.
+# A worker's heartbeat; a RUNNING trial silent for the grace period is failed and re-queued.
+# $HARNESS_HEARTBEAT_SECONDS and $HARNESS_GRACE_SECONDS override them (every worker should agree).
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
 # The states reports count trials in, in the order they show them.
@@ -62,16 +66,56 @@ class SweepSummary:
     best_params: dict
 
 
-def open_storage(stores: Stores, retries: int) -> RDBStorage:
-    """Optuna's RDB storage with heartbeats, so a dead worker's trial is failed and retried."""
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds, from the environment or the defaults."""
+    values = []
+    for name, default in (("HARNESS_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS), ("HARNESS_GRACE_SECONDS", GRACE_SECONDS)):
+        text = os.environ.get(name, str(default))
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"${name} must be a whole number of seconds >= 1, got {text!r}")
+        values.append(int(text))
+    interval, grace = values
+    if grace <= interval:
+        raise ValueError(f"$HARNESS_GRACE_SECONDS ({grace}) must exceed $HARNESS_HEARTBEAT_SECONDS ({interval}), "
+                         "or live trials would be taken for dead ones")
+    return interval, grace
+
+
+def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> RDBStorage:
+    """Optuna's RDB storage. A worker passes `on_stale`: its trials then send heartbeats, and a
+    trial whose worker went silent is failed and handed to `on_stale` (readers pass nothing)."""
     prepare_sqlite(stores.storage_url)
-    engine_kwargs = {"pool_pre_ping": True}
     if stores.storage_url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+        engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+        if stores.storage_url.startswith("postgresql"):
+            engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+    heartbeat: dict = {}
+    if on_stale is not None:
+        interval, grace = heartbeat_settings()
+        heartbeat = {"heartbeat_interval": interval, "grace_period": grace, "heartbeat_stale_trial_callback": on_stale}
     with store_lock(stores.storage_url):    # the first worker creates the tables; the others wait for it
-        return RDBStorage(stores.storage_url, engine_kwargs=engine_kwargs,
-                          heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+        try:
+            return RDBStorage(stores.storage_url, engine_kwargs=engine_kwargs, **heartbeat)
+        except sqlalchemy.exc.OperationalError as err:
+            reason = str(err.orig or err).strip().splitlines()[0]
+            raise StoreUnavailable(f"--storage {safe_url(stores.storage_url)}: cannot open ({reason})") from None
+
+
+class StaleTrialHandler:
+    """What happens to a trial whose worker died (or was interrupted): Optuna has marked it FAIL;
+    queue it again (up to `retries` times) and close its MLflow run as failed."""
+
+    def __init__(self, retries: int, tracker: StudyTracker | None = None):
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=retries, inherit_intermediate_values=True)
+        self.tracker = tracker
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.retry(study, trial)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if self.tracker is not None and run_id:
+            self.tracker.close_lost_trial(run_id, trial.number, "worker lost: no heartbeat within the grace period")
 
 
 def spec_fingerprint(spec: StudySpec) -> str:
@@ -81,37 +125,41 @@ def spec_fingerprint(spec: StudySpec) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def open_study(spec: StudySpec, stores: Stores, seed: int | None) -> optuna.Study:
-    """Load the spec's study, or create it and enqueue the spec's reference trials."""
-    storage = open_storage(stores, spec.retries)
+def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: StaleTrialHandler) -> optuna.Study:
+    """Load the spec's study, or create it and enqueue the spec's reference trials.
+
+    Under the store's lock, so that a worker starting beside the creator finds the reference
+    trials already queued rather than sampling ahead of them."""
+    storage = open_storage(stores, on_stale)
     sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
-    try:
-        study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction,
-                                    sampler=sampler, pruner=pruner)
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
-        recorded = study.user_attrs.get("spec_fingerprint")
-        if recorded is not None and recorded != spec_fingerprint(spec):
-            raise StudyMismatch(f"study {spec.name!r} in {_safe_url(stores.storage_url)} was created from a different "
-                             f"{spec.path.name} (data, budget, fixed values or search space changed); "
-                             "its trials would not compare: use a new study name")
-        return study
-    study.set_user_attr("spec_fingerprint", spec_fingerprint(spec))
-    study.set_user_attr("spec_path", str(spec.path))
-    study.set_user_attr("description", spec.description)
-    for index, params in enumerate(spec.enqueue):
-        study.enqueue_trial(params, user_attrs={"enqueued": "reference" if index == 0 else "spec"})
+    with store_lock(stores.storage_url):
+        try:
+            study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction,
+                                        sampler=sampler, pruner=pruner)
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
+            recorded = study.user_attrs.get("spec_fingerprint")
+            if recorded is not None and recorded != spec_fingerprint(spec):
+                raise StudyMismatch(f"study {spec.name!r} in {safe_url(stores.storage_url)} was created from a "
+                                    f"different {spec.path.name} (data, budget, fixed values or search space "
+                                    "changed); its trials would not compare: use a new study name")
+            return study
+        study.set_user_attr("spec_fingerprint", spec_fingerprint(spec))
+        study.set_user_attr("spec_path", str(spec.path))
+        study.set_user_attr("description", spec.description)
+        for index, params in enumerate(spec.enqueue):
+            study.enqueue_trial(params, user_attrs={"enqueued": "reference" if index == 0 else "spec"})
     return study
 
 
-def requeue_interrupted(study: optuna.Study, number: int | None, retries: int) -> None:
+def requeue_interrupted(study: optuna.Study, number: int | None, on_stale: StaleTrialHandler) -> None:
     """Queue a Ctrl-C'd trial again (Optuna has marked it failed), so that a rerun runs it
-    instead of counting it: the same mechanism that retries a dead worker's trial."""
+    instead of counting it: the same path as a dead worker's trial."""
     if number is None:
         return
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
     if trial is not None and trial.state == TrialState.FAIL:
-        RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, trial)
+        on_stale(study, trial)
 
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
@@ -144,8 +192,11 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
               device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print) -> SweepSummary:
     target = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    study = open_study(spec, stores, seed)
+    heartbeat_settings()      # bad settings fail before any store is touched
+    check_tracking_server(stores.tracking_uri)
     tracker = StudyTracker(stores, spec.name)
+    on_stale = StaleTrialHandler(spec.retries, tracker)
+    study = open_study(spec, stores, seed, on_stale)
     tracker.study_started(spec.path.read_text(), spec.description)
 
     base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths
@@ -154,19 +205,32 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
                            val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
     ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo)
-    echo(f"study {spec.name}: target {target} trials; storage {_safe_url(stores.storage_url)}; "
-         f"tracking {_safe_url(stores.tracking_uri)}")
+    echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
+         f"tracking {safe_url(stores.tracking_uri)}")
 
     started = time.monotonic()
     ran, failures_in_row, durations = 0, 0, []
+    waiting_for: set[int] = set()
     while True:
-        trials = study.get_trials(deepcopy=False)
-        counted = len(counted_trials(trials))
-        if counted >= target:
-            break
         if timeout is not None and time.monotonic() - started >= timeout:
             echo(f"timeout of {timeout:.0f}s reached")
             break
+        fail_stale_trials(study)     # a dead worker's trial goes back in the queue before we count
+        trials = study.get_trials(deepcopy=False)
+        counted = counted_trials(trials)
+        if len(counted) >= target:
+            # Stay while other workers run the last trials: if one of them dies, its trial is re-queued
+            # after the grace period, and someone must be here to run it.
+            running = {t.number for t in counted if t.state == TrialState.RUNNING}
+            if not running:
+                break
+            if running != waiting_for:
+                echo(f"waiting for trial(s) {', '.join(map(str, sorted(running)))} on other workers "
+                     "(this worker retries any whose worker dies)")
+                waiting_for = running
+            time.sleep(heartbeat_settings()[0])
+            continue
+        waiting_for = set()
         trial_start = time.monotonic()
         finished: list[FrozenTrial] = []
         ctx.current_trial = None
@@ -174,7 +238,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
             study.optimize(functools.partial(objective, ctx=ctx), n_trials=1, catch=(Exception,),
                            callbacks=[lambda _, trial: finished.append(trial)])
         except KeyboardInterrupt:
-            requeue_interrupted(study, ctx.current_trial, spec.retries)
+            requeue_interrupted(study, ctx.current_trial, on_stale)
             raise
         durations.append(time.monotonic() - trial_start)
         ran += 1
@@ -186,7 +250,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
         tracker.log_study_progress(last.number, best.value if best else None, state_counts(trials))
         if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
             raise SweepError(f"{failures_in_row} trials failed in a row (last: trial {last.number}: "
-                             f"{last.user_attrs.get('fail_reason', '?')}); stopping this worker")
+                             f"{last.user_attrs.get('fail_reason') or '?'}); stopping this worker")
 
     trials = study.get_trials(deepcopy=False)
     best = best_trial(trials)
@@ -206,19 +270,10 @@ def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: Fr
     elif trial.state == TrialState.PRUNED:
         outcome = f"pruned after epoch {trial.last_step}"
     else:
-        outcome = str(trial.user_attrs.get("fail_reason", "failed"))[:200]
+        outcome = str(trial.user_attrs.get("fail_reason") or "failed")[:200]
     best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"
     remaining = max(0, target - done)
     eta = format_duration(sum(durations) / len(durations) * remaining)
     echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])} | "
          f"{best_text} | study {done}/{target} | ETA {eta} for this worker alone")
-
-
-def _safe_url(url: str) -> str:
-    """A storage URL without its password, for messages."""
-    head, sep, tail = url.partition("://")
-    if "@" in tail:
-        credentials, _, host = tail.rpartition("@")
-        tail = credentials.split(":")[0] + ":***@" + host
-    return head + sep + tail
 

@@ -135,6 +135,19 @@ class StudyTracker:
         if checkpoint.is_file():
             self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
 
+    def set_tags(self, run_id: str, tags: dict[str, object]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def close_lost_trial(self, run_id: str, trial_number: int, message: str) -> None:
+        """Close the run of a trial whose worker died, if it is that trial's own run and still open
+        (a retry carries its predecessor's run id until it starts its own)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return
+        if run.info.status == "RUNNING" and run.data.tags.get(TRIAL_TAG) == str(trial_number):
+            self.end_trial(run_id, "FAIL", message)
+
     def end_trial(self, run_id: str, state: str, message: str = "") -> None:
         self.client.set_tag(run_id, STATE_TAG, state)
         if message:
@@ -158,6 +171,8 @@ class MlflowTrialLogger(Callback):
                      for name, values in trainer.baselines.items()}
         if baselines:
             self.tracker.log_metrics(self.run_id, baselines)
+        for row in trainer.history:     # a resumed trial: the restored epochs, so its curves are whole
+            self.on_epoch_end(trainer, row)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         values = {key: metrics[key] for key in EPOCH_METRICS if key in metrics}
