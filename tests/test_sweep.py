@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,64 +12,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.stores import resolve_stores
 from models.checkpoint import load_model
-
-TRIAL_ARTIFACTS = {"loss.png", "schedules.png", "psnr_per_frame.png", "rollout.gif", "config.yaml",
-                   "metrics.csv", "metrics.json", "psnr_per_frame.csv"}
-
-
-def harness(*args: str, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, **popen)
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def study(runs: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=resolve_stores(runs).storage_url)
-
-
-def mlflow_runs(runs: Path, name: str) -> tuple[object, list, list]:
-    client = MlflowClient(tracking_uri=resolve_stores(runs).tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    all_runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in all_runs if r.data.tags.get("harness.role") == "study"]
-    trials = [r for r in all_runs if r.data.tags.get("harness.role") == "trial"]
-    return client, parents, trials
-
-
-def artifact_names(client, run_id: str) -> set[str]:
-    names = set()
-    for entry in client.list_artifacts(run_id):
-        if entry.is_dir:
-            names |= {child.path for child in client.list_artifacts(run_id, entry.path)}
-        else:
-            names.add(entry.path)
-    return names
-
-
-def write_spec(path: Path, data_root: Path, **changes) -> Path:
-    """A spec on the tiny test data set; `changes` replace top-level keys."""
-    spec = {
-        "name": path.stem, "n_trials": 2, "data": str(data_root),
-        "budget": {"epochs": 2, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6, "val_vi_len": 24,
-                   "val_max_sequences": 1},
-        "fixed": {"f_dim": 16, "l_dim": 8, "n_dim": 4, "d_out_dim": 16, "batch_size": 4, "baselines": False},
-        "search_space": {"lr": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True}},
-        "sampler": {"type": "random", "seed": 0},
-        **changes,
-    }
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
+from servers import free_port
+from sweep_helpers import TRIAL_ARTIFACTS, artifact_names, harness, mlflow_runs, ok, study, write_spec
 
 # -- the shipped smoke study, run once for the module ---------------------------------------------
 @pytest.fixture(scope="module")
@@ -155,12 +101,6 @@ def test_studies_and_report_list_what_the_storage_holds(smoke, tmp_path):
     assert list(frame.mlflow_run_id) == [t.user_attrs["mlflow_run_id"] for t in trials]
     assert frame.loc[0, "note"] == "reference" and frame.loc[0, "gain_vs_reference"] == pytest.approx(0)
     assert (tmp_path / "r.md").read_text().startswith("|") and "kl_anneal_type" in table.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_ui_serves_the_runs_directory_store(smoke):
@@ -276,36 +216,3 @@ def test_best_of_a_study_without_completed_trials_is_an_error(tiny_data_root, tm
     optuna.create_study(study_name="empty", storage=storage, direction="maximize")
     result = harness("best", "--study", "empty", "--export", "ckpt", "--runs-dir", str(runs))
     assert result.returncode == 2 and "no completed trial" in result.stderr
-
-
-def test_ctrl_c_ends_the_trial_cleanly_and_a_rerun_finishes_the_study(tiny_data_root, tmp_path):
-    spec = write_spec(tmp_path / "intr.yaml", tiny_data_root, n_trials=2,
-                      budget={"epochs": 4, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6,
-                              "val_vi_len": 24, "val_max_sequences": 1})
-    runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
-               "--device", "cpu"]
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first_epoch = runs / "trials" / "intr" / "trial-0000" / "metrics.csv"
-    deadline = time.monotonic() + 300
-    while not first_epoch.exists():
-        assert worker.poll() is None and time.monotonic() < deadline, worker.stderr.read()[-3000:]
-        time.sleep(0.2)
-    worker.send_signal(signal.SIGINT)
-    _, err = worker.communicate(timeout=120)
-    assert worker.returncode == 130 and "interrupted" in err and "Traceback" not in err
-
-    trials = study(runs, "intr").get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
-    assert trials[0].user_attrs["fail_reason"] == "interrupted"
-    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
-    client, _, trial_runs = mlflow_runs(runs, "intr")
-    assert [(r.info.status, r.data.tags["harness.state"]) for r in trial_runs] == [("FAILED", "FAIL")]
-    assert "loss.png" not in artifact_names(client, trial_runs[0].info.run_id)   # plots come at the end...
-    assert "metrics.csv" in artifact_names(client, trial_runs[0].info.run_id)     # ...tables every epoch
-
-    again = ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
-    assert "this worker ran 2" in again.stderr
-    trials = study(runs, "intr").get_trials()
-    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert trials[1].params == trials[0].params
