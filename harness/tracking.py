@@ -6,7 +6,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -29,6 +29,9 @@ EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # MLflow's log_batch takes at most 1000 metrics per call.
 BATCH = 1000
+# How a unique-key collision reads in MLflow's errors (PostgreSQL, SQLite, MySQL), and how often to retry it.
+DUPLICATE_KEY_SIGNS = ("UniqueViolation", "duplicate key", "UNIQUE constraint failed", "IntegrityError")
+RACE_RETRIES = 3
 
 # Progress bars for downloads of a few files are noise in a log.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -38,6 +41,21 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _race_tolerant(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an MLflow write on the study's parent run, which every worker writes to.
+
+    MLflow's SQL store checks for a tag (or latest-metric) row, then inserts it: two workers writing
+    the same key at the same moment collide on the insert with a unique-key error. Retried, the
+    later writer finds the row and updates it."""
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as err:
+            if attempt == RACE_RETRIES or not any(sign in str(err) for sign in DUPLICATE_KEY_SIGNS):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 class StudyTracker:
@@ -86,20 +104,20 @@ class StudyTracker:
         return chosen
 
     def study_started(self, spec_text: str, description: str) -> None:
-        self.client.update_run(self.parent_run_id, status="RUNNING")
-        self.client.set_tag(self.parent_run_id, "mlflow.note.content", description)
+        _race_tolerant(self.client.update_run, self.parent_run_id, status="RUNNING")
+        _race_tolerant(self.client.set_tag, self.parent_run_id, "mlflow.note.content", description)
         self.client.log_text(self.parent_run_id, spec_text, "study.yaml")
 
     def log_study_progress(self, step: int, best_value: float | None, counts: dict[str, int]) -> None:
         metrics = [Metric(f"trials_{state.lower()}", count, _now_ms(), step) for state, count in counts.items()]
         if best_value is not None:
             metrics.append(Metric("best_val_psnr", best_value, _now_ms(), step))
-        self.client.log_batch(self.parent_run_id, metrics=metrics)
+        _race_tolerant(self.client.log_batch, self.parent_run_id, metrics=metrics)
 
     def study_finished(self, best_trial: int | None) -> None:
         if best_trial is not None:
-            self.client.set_tag(self.parent_run_id, "harness.best_trial", str(best_trial))
-        self.client.set_terminated(self.parent_run_id, "FINISHED")
+            _race_tolerant(self.client.set_tag, self.parent_run_id, "harness.best_trial", str(best_trial))
+        _race_tolerant(self.client.set_terminated, self.parent_run_id, "FINISHED")
 
     # -- trial level -----------------------------------------------------------
     def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str]) -> str:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,9 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from harness.stores import resolve_stores
 from harness.sweep import heartbeat_settings
+from harness.tracking import StudyTracker
 from models.config import TrainConfig
 from models.data import load_dance_data
 from models.trainer import Trainer
@@ -207,6 +210,33 @@ def test_ctrl_c_closes_the_trial_and_a_rerun_resumes_it(servers, tiny_data_root,
     assert trials[1].user_attrs["resumed_from_trial"] == 0 and trials[1].user_attrs["fail_reason"] is None
     report = ok(harness("report", "--study", "pg_intr", env=worker_env(servers, runs))).stdout
     assert "retried as trial 1" in report and "retry of trial 0, resumed after epoch" in report
+
+
+def test_workers_writing_the_parent_run_at_once_do_not_collide(servers, tmp_path):
+    # MLflow's SQL store checks for a tag row, then inserts it: without retries, about half of such
+    # bursts failed here with a unique-key error (psycopg UniqueViolation) in some writer.
+    stores = resolve_stores(tmp_path / "runs", servers["storage"], servers["tracking_uri"])
+    for attempt in range(3):
+        tracker = StudyTracker(stores, f"burst-{attempt}")
+        barrier, errors = threading.Barrier(8), []
+
+        def start_and_report(worker: int) -> None:
+            barrier.wait()
+            try:
+                tracker.study_started("name: burst\n", "a burst of workers")
+                tracker.log_study_progress(0, 20.0 + worker, {"COMPLETE": worker})
+            except Exception as err:   # noqa: BLE001 - collected, then asserted empty
+                errors.append(repr(err))
+
+        threads = [threading.Thread(target=start_and_report, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        parent = tracker.client.get_run(tracker.parent_run_id)
+        assert parent.data.tags["mlflow.note.content"] == "a burst of workers"
+        assert len(tracker.client.get_metric_history(tracker.parent_run_id, "best_val_psnr")) == 8
 
 
 @pytest.mark.parametrize("option, value, message", [
