@@ -72,21 +72,28 @@ def throughput(storage: str, env: dict[str, str], folder: Path, name: str, count
             "per_hour": 3600 * len(trials) / (last - first)}
 
 
-def requeue_delay(storage: str, env: dict[str, str], folder: Path, name: str) -> dict:
-    """Kill a worker in the middle of its trial while a second one works; time until the dead
-    worker's trial is failed and re-queued (Optuna's completion time of the failed trial) and
-    until a worker starts the retry. Stale trials are noticed when a worker looks: between trials."""
-    spec = write_spec(folder, name, n_trials=4, epochs=12)
+def requeue_delay(storage: str, env: dict[str, str], folder: Path, name: str, survivor_busy: bool) -> dict:
+    """Kill a worker in the middle of its trial; time until its trial is failed and re-queued
+    (Optuna's completion time of the failed trial) and until a worker starts the retry.
+
+    A worker notices a stale trial when it looks for work: between two of its trials when it is
+    busy (`survivor_busy`: it runs a trial of its own when the victim dies), or every heartbeat
+    while it waits for the study's last trials (the victim's trial is the study's only one)."""
+    n_trials = 4 if survivor_busy else 1
+    spec = write_spec(folder, name, n_trials=n_trials, epochs=12)
     trials_dir = Path(env["HARNESS_RUNS_DIR"]) / "trials" / name
     victim, = start_workers(spec, env, 1)
     survivor = None
     try:
         _wait_for(trials_dir / "trial-0000" / "checkpoints" / "last.pt")     # trial 0 is under way
-        survivor, = start_workers(spec, env, 1)
-        _wait_for(trials_dir / "trial-0001")                                 # and trial 1 on the other
+        if survivor_busy:
+            survivor, = start_workers(spec, env, 1)
+            _wait_for(trials_dir / "trial-0001")                             # and trial 1 on the other
         os.killpg(victim.pid, signal.SIGKILL)
         killed = time.time()
         victim.wait()
+        if not survivor_busy:
+            survivor, = start_workers(spec, env, 1)
         finish([survivor])
     finally:
         for worker in (victim, survivor):
@@ -122,7 +129,8 @@ def main() -> None:
                    "HARNESS_RUNS_DIR": str(folder / "runs")}
             results = {count: throughput(databases["optuna"], env, folder, f"tp{count}", count, args.trials)
                        for count in (1, 2)}
-            delay = requeue_delay(databases["optuna"], env, folder, "requeue")
+            delays = {busy: requeue_delay(databases["optuna"], env, folder, f"requeue{int(busy)}", busy)
+                      for busy in (False, True)}
     one, two = results[1], results[2]
     for count, r in results.items():
         lines.append(f"- {count} worker(s) x {max(1, CORES // count)} threads, smoke budget without pruning, "
@@ -131,11 +139,13 @@ def main() -> None:
                      f"worker start-up {r['startup']:.1f} s, wall {r['wall']:.1f} s")
     lines.append(f"- scaling 1 -> 2 workers: x{two['per_hour'] / one['per_hour']:.2f} trials/h "
                  f"on {CORES} cores")
-    lines.append(f"- a worker killed (SIGKILL) mid-trial, heartbeat {HEARTBEAT_SECONDS} s, grace {GRACE_SECONDS} s: "
-                 f"its trial failed and re-queued {delay['requeued']:.1f} s after the kill, the retry started "
-                 f"{delay['restarted']:.1f} s after it, resuming after {delay['resumed_epochs']} epoch(s) "
-                 f"(trials here take {delay['trial_seconds']:.0f} s: the survivor notices between two of its "
-                 f"trials); trial states {', '.join(delay['states'])}")
+    for busy, delay in delays.items():
+        situation = (f"while the other worker runs its own trial ({delay['trial_seconds']:.0f} s long)" if busy
+                     else "while the other worker waits for the study's last trial")
+        lines.append(f"- a worker killed (SIGKILL) mid-trial {situation}, heartbeat {HEARTBEAT_SECONDS} s, grace "
+                     f"{GRACE_SECONDS} s: its trial failed and re-queued **{delay['requeued']:.1f} s** after the "
+                     f"kill, the retry started {delay['restarted']:.1f} s after it, resuming after "
+                     f"{delay['resumed_epochs']} epoch(s); trial states {', '.join(delay['states'])}")
     record("Scale-out: trials per hour with 1 and 2 workers, re-queue time of a dead worker's trial", lines)
 
 
