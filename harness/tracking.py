@@ -24,7 +24,8 @@ TRIAL_TAG = "harness.trial"
 STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
 SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
 CHECKPOINT_ARTIFACT = "checkpoint/" + LAST_CHECKPOINT
-EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "seconds", "val_seconds")
+EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_mse", "seconds",
+                 "val_seconds")
 # Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # MLflow's log_batch takes at most 1000 metrics per call.

@@ -7,13 +7,19 @@ import torch
 MIN_MSE = 1e-10
 
 
-def psnr_per_frame(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB of each frame, data range 1.0: 10 log10(1 / MSE).
+def mse_per_frame(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each frame; inputs are [..., C, H, W], the result has the leading shape."""
+    return (prediction.float() - truth.float()).pow(2).mean(dim=(-3, -2, -1))
 
-    Inputs are [..., C, H, W] in [0, 1]; the result has the leading shape.
-    """
-    mse = (prediction.float() - truth.float()).pow(2).mean(dim=(-3, -2, -1))
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB, data range 1.0: 10 log10(1 / MSE)."""
     return 10.0 * torch.log10(1.0 / mse.clamp_min(MIN_MSE))
+
+
+def psnr_per_frame(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each frame of [..., C, H, W] inputs in [0, 1]; the result has the leading shape."""
+    return psnr_from_mse(mse_per_frame(prediction, truth))
 
 
 def mean_rollout_psnr(per_frame: torch.Tensor) -> float:

@@ -15,7 +15,7 @@ from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, confi
 from .config import TrainConfig
 from .cvae import VideoCVAE
 from .data import DanceData, to_uint8, to_unit
-from .metrics import mean_rollout_psnr, psnr_per_frame
+from .metrics import mean_rollout_psnr, mse_per_frame, psnr_from_mse, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
 
 LAST_CHECKPOINT = "last.pt"
@@ -97,6 +97,7 @@ class Trainer:
         self.best_val_psnr = -math.inf
         self.baseline_seconds = 0.0
         self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
+        self.last_val_mse = math.nan    # the last rollout's MSE over predicted frames: the validation loss
         self._stop_reason: str | None = None
 
     @classmethod
@@ -136,6 +137,7 @@ class Trainer:
             val_start = time.perf_counter()
             per_frame = self.validate(self.epoch_val_len)
             metrics["val_psnr"] = mean_rollout_psnr(per_frame)
+            metrics["val_mse"] = self.last_val_mse
             metrics["val_frames"] = self.epoch_val_len
             metrics["val_seconds"] = time.perf_counter() - val_start
             self.val_psnr_per_frame = per_frame.tolist()
@@ -228,7 +230,9 @@ class Trainer:
         poses = to_unit(self.val_label[:, :length], self.device)
         pred = self.rollout(frames[:, 0], poses)
         self.last_rollout = to_uint8(pred[0]).cpu()
-        return psnr_per_frame(pred, frames).mean(dim=0).cpu()
+        mse = mse_per_frame(pred, frames)
+        self.last_val_mse = float(mse[:, 1:].mean())
+        return psnr_from_mse(mse).mean(dim=0).cpu()
 
     def compute_baselines(self) -> dict[str, list[float]]:
         """PSNR per frame of two references on the validation rollout: repeating frame 0, and the untrained model."""
