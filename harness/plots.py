@@ -31,7 +31,7 @@ def plot_training_curves(history: Sequence[Mapping], path: Path | str, title: st
     panel's lower edge; epochs without validation (NaN PSNR) are simply skipped.
     """
     epochs = _epochs(history)
-    figure = _new_figure(height_in=7.0)
+    figure = new_figure(height_in=7.0)
     (loss_ax, recon_ax), (kl_ax, psnr_ax) = figure.subplots(2, 2, sharex=True)
 
     loss = _column(history, "loss")
@@ -61,7 +61,7 @@ def plot_training_curves(history: Sequence[Mapping], path: Path | str, title: st
     for ax in (kl_ax, psnr_ax):
         ax.set_xlabel("epoch")
     figure.suptitle(title or "Training curves")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_schedules(history: Sequence[Mapping], path: Path | str, title: str = "") -> Path:
@@ -71,7 +71,7 @@ def plot_schedules(history: Sequence[Mapping], path: Path | str, title: str = ""
     start (marker) to the next epoch.
     """
     epochs = _epochs(history)
-    figure = _new_figure(height_in=5.0)
+    figure = new_figure(height_in=5.0)
     beta_ax, tfr_ax = figure.subplots(2, 1, sharex=True)
     panels = (
         (beta_ax, "beta", "KL weight β", "tab:purple", "KL annealing β"),
@@ -92,7 +92,7 @@ def plot_schedules(history: Sequence[Mapping], path: Path | str, title: str = ""
         _style_epoch_axis(ax, epochs, right_edge=epochs[-1] + 1)
     tfr_ax.set_xlabel("epoch")
     figure.suptitle(title or "Training schedules")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_psnr_per_frame(
@@ -104,7 +104,7 @@ def plot_psnr_per_frame(
     and each legend entry shows the curve's mean over frames 1..T-1.
     """
     curves = psnr if isinstance(psnr, Mapping) else {"model": psnr}
-    figure = _new_figure(height_in=4.5)
+    figure = new_figure(height_in=4.5)
     ax = figure.subplots()
     longest = 0
     for name, values in curves.items():
@@ -125,16 +125,16 @@ def plot_psnr_per_frame(
     ax.set_title(title or "PSNR per frame of the rollout")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _new_figure(height_in: float) -> Figure:
+def new_figure(height_in: float) -> Figure:
     figure = Figure(figsize=(FIGURE_WIDTH_IN, height_in), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: Path | str) -> Path:
+def save_figure(figure: Figure, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)

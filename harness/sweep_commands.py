@@ -116,16 +116,30 @@ def studies(runs_dir: Path | None, storage: str | None, tracking_uri: str | None
               help="Also write the table as CSV here.")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table as Markdown here.")
+@click.option("--html", "html_report", is_flag=True,
+              help="Also write the study's analysis as a self-contained folder (index.html, figures, CSVs) "
+                   "and log it to the study's MLflow parent run.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the --html report [default: RUNS_DIR/reports/STUDY].")
 @store_options
 @friendly_errors
-def report(study: str, csv_path: Path | None, markdown_path: Path | None, runs_dir: Path | None,
-           storage: str | None, tracking_uri: str | None) -> None:
-    """Print a study's trials: state, params, final and best PSNR, epochs, duration, MLflow run id."""
+def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_report: bool, out: Path | None,
+           runs_dir: Path | None, storage: str | None, tracking_uri: str | None) -> None:
+    """Print a study's trials: state, params, final and best PSNR, epochs, duration, MLflow run id.
+
+    With --html, also the lab's analysis: schedules against losses, curves by KL-annealing type,
+    PSNR per frame, optimisation history and parameter importances, the trials table, the best rollout.
+    """
     import pandas as pd
 
     from .study_tables import load_existing_study, trials_table
 
-    loaded = load_existing_study(_stores(runs_dir, storage, tracking_uri), _study_name(study))
+    if out is not None and not html_report:
+        raise UsageError("--out is the folder of the --html report: give --html too")
+    stores = _stores(runs_dir, storage, tracking_uri)
+    loaded = load_existing_study(stores, _study_name(study))
+    if html_report and not loaded.get_trials(deepcopy=False):
+        raise UsageError(f"--study {loaded.study_name}: the study has no trials yet; nothing to report")
     table = trials_table(loaded)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -137,6 +151,15 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, runs_d
         markdown_path.parent.mkdir(parents=True, exist_ok=True)
         markdown_path.write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
         echo(f"wrote {markdown_path}")
+    if html_report:
+        from .html_report import write_html_report
+        from .stores import check_tracking_server
+        from .tracking import StudyTracker
+
+        check_tracking_server(stores.tracking_uri)
+        folder = out or stores.runs_dir / "reports" / loaded.study_name
+        index = write_html_report(loaded, StudyTracker(stores, loaded.study_name), folder)
+        echo(f"wrote {index} (also logged to the study's MLflow parent run, under report/)")
 
 
 @click.command()

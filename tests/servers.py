@@ -38,12 +38,12 @@ def postgres_bin(name: str) -> str | None:
 
 
 def require_postgres() -> None:
-    """Skip where PostgreSQL is not installed, unless $HARNESS_REQUIRE_POSTGRES says it must be (CI)."""
+    """Skip where PostgreSQL is not installed, unless $HARNESS_REQUIRE_SYSTEM_TOOLS says it must be (CI)."""
     if postgres_bin("initdb") and postgres_bin("pg_ctl"):
         return
     message = "PostgreSQL (initdb, pg_ctl) is not installed"
-    if os.environ.get("HARNESS_REQUIRE_POSTGRES"):
-        pytest.fail(message + " and $HARNESS_REQUIRE_POSTGRES is set")
+    if os.environ.get("HARNESS_REQUIRE_SYSTEM_TOOLS"):
+        pytest.fail(message + " and $HARNESS_REQUIRE_SYSTEM_TOOLS is set")
     pytest.skip(message)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,12 +11,15 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 from optuna.trial import TrialState
 
 from harness.stores import resolve_stores
 from models.checkpoint import load_model
+from browser import load_page
 from servers import free_port
 from sweep_helpers import TRIAL_ARTIFACTS, artifact_names, harness, mlflow_runs, ok, study, write_spec
 
@@ -103,6 +107,50 @@ def test_studies_and_report_list_what_the_storage_holds(smoke, tmp_path):
     assert (tmp_path / "r.md").read_text().startswith("|") and "kl_anneal_type" in table.stdout
 
 
+def check_html_report(folder: Path, trials: list, tmp_path: Path) -> str:
+    """The report folder is whole and matches the study; returns the page after its scripts ran."""
+    page = (folder / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    for name in images:
+        with Image.open(folder / name) as image:
+            image.verify()
+            assert image.format == ("GIF" if name.endswith(".gif") else "PNG"), name
+    for name in re.findall(r'<a href="([^"]+)"', page):
+        assert (folder / name).is_file(), name
+    table = pd.read_csv(folder / "trials.csv")
+    assert sorted(table.trial) == [t.number for t in trials]
+    assert dict(zip(table.trial, table.state)) == {t.number: t.state.name for t in trials}
+    complete = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
+    for number, value in complete.items():
+        assert table.set_index("trial").final_psnr[number] == pytest.approx(value)
+    assert page.count('<tr class="state-') == len(trials)
+
+    dom, console = load_page(folder / "index.html", tmp_path / "screenshot.png")
+    assert console == [], console
+    assert 'data-sortable="ready"' in dom            # the table's script ran
+    with Image.open(tmp_path / "screenshot.png") as shot:
+        assert shot.format == "PNG" and shot.size[0] == 1280
+    return page
+
+
+def test_html_report_renders_the_study_and_logs_it_to_mlflow(smoke, tmp_path):
+    runs, _ = smoke
+    out = tmp_path / "report"
+    ok(harness("report", "--study", "smoke", "--html", "--out", str(out), "--runs-dir", str(runs)))
+    trials = study(runs, "smoke").get_trials()
+    page = check_html_report(out, trials, tmp_path)
+    for name in ("best_trial_schedules.png", "curves_by_anneal.png", "psnr_per_frame_by_anneal.png",
+                 "optimization_history.png", "param_importances.png", "best_rollout.gif"):
+        assert f'src="{name}"' in page
+    best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"best: trial {best.number}, {best.value:.2f} dB" in page
+    curves = pd.read_csv(out / "curves.csv")
+    for t in trials:   # every trial's curve, as long as it ran
+        assert list(curves[curves.trial == t.number].epoch) == list(range(t.user_attrs["epochs_run"]))
+    client, parents, _ = mlflow_runs(runs, "smoke")
+    assert {"report/index.html", "report/curves_by_anneal.png"} <= artifact_names(client, parents[0].info.run_id)
+
+
 def test_ui_serves_the_runs_directory_store(smoke):
     runs, _ = smoke
     port = free_port()
@@ -156,6 +204,14 @@ def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_r
     assert {"loss.png", "checkpoint/last.pt"} <= artifact_names(client, pruned)
     assert "diverged" in by_number[2].data.tags["harness.message"]
 
+    out = tmp_path / "report"
+    ok(harness("report", "--study", "faults", "--html", "--out", str(out), "--runs-dir", str(runs)))
+    page = check_html_report(out, trials, tmp_path)
+    assert page.count('<tr class="state-PRUNED">') == 1 and page.count('<tr class="state-FAIL">') == 1
+    curves = pd.read_csv(out / "curves.csv")
+    assert list(curves[curves.trial == 1].epoch) == [0]       # the pruned trial, up to where it stopped
+    assert 2 not in set(curves.trial)                          # diverged in its first step: no epoch
+
 
 def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_path):
     spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4)
@@ -189,6 +245,12 @@ def test_a_changed_spec_cannot_continue_an_old_study(tiny_data_root, tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "different drift.yaml" in result.stderr
 
+    # The one-trial study still has a report; importances need more trials, and the page says so.
+    out = tmp_path / "report"
+    ok(harness("report", "--study", "drift", "--html", "--out", str(out), "--runs-dir", str(runs)))
+    page = check_html_report(out, study(runs, "drift").get_trials(), tmp_path)
+    assert "Parameter importances: not available" in page
+
 
 @pytest.mark.parametrize("args, message", [
     (["sweep", "--study", "no_such_study"], "no_such_study: unknown study"),
@@ -216,3 +278,5 @@ def test_best_of_a_study_without_completed_trials_is_an_error(tiny_data_root, tm
     optuna.create_study(study_name="empty", storage=storage, direction="maximize")
     result = harness("best", "--study", "empty", "--export", "ckpt", "--runs-dir", str(runs))
     assert result.returncode == 2 and "no completed trial" in result.stderr
+    report = harness("report", "--study", "empty", "--html", "--runs-dir", str(runs))
+    assert report.returncode == 2 and report.stderr == "error: --study empty: the study has no trials yet; nothing to report\n"
