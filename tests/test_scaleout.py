@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -208,8 +209,16 @@ def test_ctrl_c_closes_the_trial_and_a_rerun_resumes_it(servers, tiny_data_root,
     trials = load(servers, "pg_intr")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].user_attrs["resumed_from_trial"] == 0 and trials[1].user_attrs["fail_reason"] is None
-    report = ok(harness("report", "--study", "pg_intr", env=worker_env(servers, runs))).stdout
+    report = ok(harness("report", "--study", "pg_intr", "--html", "--out", str(tmp_path / "report"),
+                        env=worker_env(servers, runs))).stdout
     assert "retried as trial 1" in report and "retry of trial 0, resumed after epoch" in report
+    # The HTML report reads curves and the rollout GIF through the server, and logs itself there.
+    assert (tmp_path / "report" / "best_rollout.gif").is_file()
+    curves = pd.read_csv(tmp_path / "report" / "curves.csv")
+    assert list(curves[curves.trial == 1].epoch) == list(range(LONG_BUDGET["epochs"]))   # restored + run
+    parent = next(r for r in client.search_runs([runs_by_trial[0].info.experiment_id])
+                  if r.data.tags.get("harness.role") == "study")
+    assert "report/index.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
 
 
 def test_workers_writing_the_parent_run_at_once_do_not_collide(servers, tmp_path):
