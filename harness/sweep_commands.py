@@ -92,7 +92,7 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
                            for k, v in summary.best_params.items())
         echo(f"best: trial {summary.best_number}, {summary.best_value:.2f} dB ({params})")
     where = f" --runs-dir {runs_dir}" if runs_dir else ""
-    echo(f"next: harness ui{where}   |   harness report --study {spec.name}{where}   |   "
+    echo(f"next: harness ui{where}   |   harness report --study {spec.name} --html{where}   |   "
          f"harness best --study {spec.name} --export ckpt{where}")
 
 
