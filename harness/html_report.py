@@ -21,7 +21,7 @@ from . import report_figures as figures
 from .run_outputs import ROLLOUT_GIF
 from .study_tables import trials_table
 from .sweep import best_trial
-from .tracking import StudyTracker
+from .tracking import TRIAL_TAG, StudyTracker
 
 CURVE_KEYS = ("loss", "recon", "kl", "beta", "tfr", "val_psnr", "val_mse")
 SCHEDULES_PNG = "best_trial_schedules.png"
@@ -57,8 +57,9 @@ def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path)
     table = table.sort_values("final_psnr", ascending=False, na_position="last")
     table.to_csv(out_dir / "trials.csv", index=False)
 
-    sections = [_schedules_section(curves, trials, out_dir), _curves_section(curves, out_dir),
-                _per_frame_section(curves, out_dir), _history_section(study, trials, out_dir),
+    best_by_anneal = _best_by_anneal(curves)
+    sections = [_schedules_section(curves, trials, out_dir), _curves_section(curves, best_by_anneal, out_dir),
+                _per_frame_section(best_by_anneal, out_dir), _history_section(study, trials, out_dir),
                 _table_section(table), _rollout_section(tracker, best_trial(trials), out_dir)]
     index = out_dir / "index.html"
     index.write_text(_page(study, trials, sections))
@@ -73,7 +74,7 @@ def _trial_curves(tracker: StudyTracker, trial: FrozenTrial) -> TrialCurves | No
         return None
     client = tracker.client
     run = client.get_run(run_id)
-    if run.data.tags.get("harness.trial") != str(trial.number):    # a retry that has not started its own run
+    if run.data.tags.get(TRIAL_TAG) != str(trial.number):    # a retry that has not started its own run
         return None
     columns = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)} for key in CURVE_KEYS}
     epochs = sorted(set().union(*(values.keys() for values in columns.values())))
@@ -110,22 +111,22 @@ def _schedules_section(curves: list[TrialCurves], trials: list[FrozenTrial], out
                     + _figure(SCHEDULES_PNG, "best_trial_epochs.csv"))
 
 
-def _curves_section(curves: list[TrialCurves], out_dir: Path) -> str:
+def _curves_section(curves: list[TrialCurves], best_by_anneal: dict[str, TrialCurves], out_dir: Path) -> str:
     rows = [c.history.assign(trial=c.trial.number, anneal=c.anneal, state=c.trial.state.name)
             for c in curves if not c.history.empty]
     if not rows:
         return _section("Curves by KL annealing", "<p>No trial has logged an epoch yet.</p>")
     table = pd.concat(rows, ignore_index=True)[["trial", "anneal", "state", "epoch", *CURVE_KEYS]]
     table.to_csv(out_dir / "curves.csv", index=False)
-    bold = {c.trial.number for c in _best_by_anneal(curves).values()}
+    bold = {c.trial.number for c in best_by_anneal.values()}
     figures.plot_curves_by_anneal(table, bold, out_dir / CURVES_PNG)
     return _section("Curves by KL annealing", "<p>Every trial, coloured by KL-annealing type; the best "
                     "completed trial of each type in bold. Pruned and failed trials stop where they "
                     "stopped, with a marker.</p>" + _figure(CURVES_PNG, "curves.csv"))
 
 
-def _per_frame_section(curves: list[TrialCurves], out_dir: Path) -> str:
-    best = {anneal: c for anneal, c in _best_by_anneal(curves).items() if c.per_frame}
+def _per_frame_section(best_by_anneal: dict[str, TrialCurves], out_dir: Path) -> str:
+    best = {anneal: c for anneal, c in best_by_anneal.items() if c.per_frame}
     if not best:
         return _section("PSNR per frame", "<p>No completed trial yet.</p>")
     pd.DataFrame([{"anneal": anneal, "trial": c.trial.number, "frame": frame, "psnr": value}

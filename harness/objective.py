@@ -10,7 +10,7 @@ from typing import Callable
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import TrainConfig
@@ -51,8 +51,8 @@ class OptunaPruning(Callback):
 
     def on_train_start(self, trainer: Trainer) -> None:
         # A resumed trial's restored epochs: most came with the retry, the last may not have.
-        reported = self.trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        done = next((t.intermediate_values for t in reported if t.number == self.trial.number), {})
+        frozen = stored_trial(self.trial)
+        done = frozen.intermediate_values if frozen else {}
         for row in trainer.history:
             if int(row["epoch"]) not in done:
                 self.trial.report(row["val_psnr"], step=int(row["epoch"]))
@@ -63,6 +63,13 @@ class OptunaPruning(Callback):
         if self.trial.should_prune():
             self.pruned_at = epoch
             trainer.request_stop(f"pruned by {type(self.trial.study.pruner).__name__}")
+
+
+def stored_trial(trial: optuna.Trial) -> FrozenTrial | None:
+    """The running trial as the storage holds it: with the system attrs and intermediate values
+    a retry inherited, which `optuna.Trial` does not expose."""
+    running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return next((t for t in running if t.number == trial.number), None)
 
 
 def trial_config(ctx: SweepContext, params: dict) -> TrainConfig:
@@ -87,8 +94,7 @@ def earlier_checkpoints(trial: optuna.Trial, ctx: SweepContext) -> list[tuple[in
 
     They are looked up in this worker's runs directory: workers share it (a common volume)
     for a retry to resume where a dead worker stopped."""
-    running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    frozen = next((t for t in running if t.number == trial.number), None)
+    frozen = stored_trial(trial)
     history = RetryHeartbeatStaleTrialCallback.retry_history(frozen) if frozen else []
     paths = [(n, ctx.stores.trial_dir(ctx.spec.name, n) / "checkpoints" / LAST_CHECKPOINT) for n in reversed(history)]
     return [(n, path) for n, path in paths if path.is_file()]

@@ -110,8 +110,7 @@ def _postgres_lock(url: str) -> Iterator[None]:
         try:
             connection = engine.connect()
         except OperationalError as err:
-            reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err).splitlines()[0]
-            raise StoreUnavailable(f"{safe_url(url)}: cannot connect ({reason})") from None
+            raise StoreUnavailable(f"{safe_url(url)}: cannot connect ({connection_failure(err)})") from None
         with connection:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
             try:
@@ -133,6 +132,11 @@ def check_tracking_server(uri: str) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise StoreUnavailable(f"--tracking-uri {safe_url(uri)}: no MLflow server answers ({reason})") from None
+
+
+def connection_failure(err: Exception) -> str:
+    """The first line of what the database driver said (SQLAlchemy wraps it in `orig`)."""
+    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
 
 
 def safe_url(url: str) -> str:

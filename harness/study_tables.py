@@ -51,8 +51,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     param_names = sorted({name for t in trials for name in t.params})
     reference = next((t for t in trials if t.user_attrs.get("enqueued") == "reference"
                       and t.state == TrialState.COMPLETE), None)
-    retried_as = {RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number
-                  for t in trials if RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    retried_as = {history[-1]: t.number for t in trials
+                  if (history := RetryHeartbeatStaleTrialCallback.retry_history(t))}
     rows = []
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \

@@ -27,7 +27,7 @@ from models.data import load_dance_data
 from .datasets import frames_cache_dir, resolve_data_root
 from .objective import SweepContext, objective
 from .progress import format_duration
-from .stores import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, Stores, StoreUnavailable, check_tracking_server,
+from .stores import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, Stores, StoreUnavailable, connection_failure,
                      prepare_sqlite, safe_url, store_lock)
 from .studies import StudySpec, make_pruner, make_sampler, train_values
 from .tracking import StudyTracker
@@ -99,22 +99,22 @@ def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial],
         try:
             return RDBStorage(stores.storage_url, engine_kwargs=engine_kwargs, **heartbeat)
         except sqlalchemy.exc.OperationalError as err:
-            reason = str(err.orig or err).strip().splitlines()[0]
-            raise StoreUnavailable(f"--storage {safe_url(stores.storage_url)}: cannot open ({reason})") from None
+            raise StoreUnavailable(f"--storage {safe_url(stores.storage_url)}: "
+                                   f"cannot open ({connection_failure(err)})") from None
 
 
 class StaleTrialHandler:
     """What happens to a trial whose worker died (or was interrupted): Optuna has marked it FAIL;
     queue it again (up to `retries` times) and close its MLflow run as failed."""
 
-    def __init__(self, retries: int, tracker: StudyTracker | None = None):
+    def __init__(self, retries: int, tracker: StudyTracker):
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=retries, inherit_intermediate_values=True)
         self.tracker = tracker
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial)
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if self.tracker is not None and run_id:
+        if run_id:
             self.tracker.close_lost_trial(run_id, trial.number, "worker lost: no heartbeat within the grace period")
 
 
@@ -192,8 +192,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
               device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print) -> SweepSummary:
     target = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    heartbeat_settings()      # bad settings fail before any store is touched
-    check_tracking_server(stores.tracking_uri)
+    heartbeat_interval, _ = heartbeat_settings()      # bad settings fail before any store is touched
     tracker = StudyTracker(stores, spec.name)
     on_stale = StaleTrialHandler(spec.retries, tracker)
     study = open_study(spec, stores, seed, on_stale)
@@ -228,7 +227,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
                 echo(f"waiting for trial(s) {', '.join(map(str, sorted(running)))} on other workers "
                      "(this worker retries any whose worker dies)")
                 waiting_for = running
-            time.sleep(heartbeat_settings()[0])
+            time.sleep(heartbeat_interval)
             continue
         waiting_for = set()
         trial_start = time.monotonic()

@@ -153,10 +153,8 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
         echo(f"wrote {markdown_path}")
     if html_report:
         from .html_report import write_html_report
-        from .stores import check_tracking_server
         from .tracking import StudyTracker
 
-        check_tracking_server(stores.tracking_uri)
         folder = out or stores.runs_dir / "reports" / loaded.study_name
         index = write_html_report(loaded, StudyTracker(stores, loaded.study_name), folder)
         echo(f"wrote {index} (also logged to the study's MLflow parent run, under report/)")

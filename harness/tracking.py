@@ -16,7 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from models.trainer import LAST_CHECKPOINT, Callback, Trainer, TrainResult
 
 from . import run_outputs
-from .stores import Stores, prepare_sqlite, store_lock
+from .stores import Stores, check_tracking_server, prepare_sqlite, store_lock
 
 STUDY_TAG = "harness.study"
 ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
@@ -65,6 +65,7 @@ class StudyTracker:
     def __init__(self, stores: Stores, study_name: str):
         self.stores = stores
         self.study_name = study_name
+        check_tracking_server(stores.tracking_uri)
         prepare_sqlite(stores.tracking_uri)
         with store_lock(stores.tracking_uri):   # the client opens its store at once; the first opening migrates it
             self.client = MlflowClient(tracking_uri=stores.tracking_uri)
