@@ -20,6 +20,7 @@ anti-aliasing; there are no per-pixel Python loops.
 from __future__ import annotations
 
 import colorsys
+import errno
 import json
 import os
 import shutil
@@ -232,7 +233,12 @@ def generate_dataset(
                 raise
         record = json.dumps({"generator": "models.synth", **parameters}, indent=2)
         (staging / "synth.json").write_text(record + "\n")
-        os.replace(staging, out)  # atomic; replaces `out` only if it is an empty folder
+        try:
+            os.replace(staging, out)  # atomic; replaces `out` only if it is an empty folder
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY):  # a concurrent writer renamed its set first
+                raise FileExistsError(f"{out} was written by another process meanwhile") from err
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

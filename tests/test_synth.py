@@ -181,3 +181,21 @@ def test_existing_output_is_refused_and_failures_leave_nothing(tmp_path, monkeyp
     with pytest.raises(OSError, match="disk full"):
         generate_dataset(tmp_path / "other", **SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_a_concurrent_writer_that_finishes_first_wins(tmp_path, monkeypatch):
+    """Two processes generating the same cache: the one renaming second gets FileExistsError
+    (which harness.datasets treats as 'use the finished set') and leaves no staging folder."""
+    out = tmp_path / "data"
+    real_write = synth._write_png
+
+    def write_while_another_process_finishes(path: Path, pixels: np.ndarray) -> None:
+        out.mkdir(exist_ok=True)  # from the writer threads: idempotent
+        (out / "synth.json").write_text("{}")
+        real_write(path, pixels)
+
+    monkeypatch.setattr(synth, "_write_png", write_while_another_process_finishes)
+    with pytest.raises(FileExistsError, match="another process"):
+        generate_dataset(out, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    assert [p.name for p in out.iterdir()] == ["synth.json"]
