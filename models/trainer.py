@@ -15,19 +15,12 @@ from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, confi
 from .config import TrainConfig
 from .cvae import VideoCVAE
 from .data import DanceData, to_uint8, to_unit
+from .execution import Execution
 from .metrics import mean_rollout_psnr, mse_per_frame, psnr_from_mse, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
-# On a CPU, decode in passes whose widest activation (D channels x H x W per
-# frame) stays near this size: 4 frames at the default 192 x 32 x 64 measured
-# fastest (bench/train_throughput.py, BENCHMARKS.md); narrow models take more.
-CPU_PASS_ACTIVATION = 4 * 192 * 32 * 64
-
-
-def cpu_frames_per_pass(config: TrainConfig) -> int:
-    return max(1, CPU_PASS_ACTIVATION // (config.d_out_dim * config.height * config.width))
 
 
 class Callback:
@@ -75,7 +68,8 @@ class Trainer:
         self.callbacks = list(callbacks)
 
         torch.manual_seed(config.seed)
-        self.model = VideoCVAE.from_config(config).to(self.device)
+        self.execution = Execution.default_for(self.device, config.d_out_dim, config.height, config.width)
+        self.model = self.execution.prepare(VideoCVAE.from_config(config).to(self.device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.kl_annealing = KLAnnealing(config.kl_anneal_type, config.epochs,
                                         config.kl_anneal_cycle, config.kl_anneal_ratio)
@@ -88,8 +82,6 @@ class Trainer:
         self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
         self.val_img, self.val_label = data.val_runs(config.val_vi_len, config.val_max_sequences)
 
-        # Small passes keep a CPU's caches warm; a GPU wants the whole batch at once.
-        self.frames_per_pass = cpu_frames_per_pass(config) if self.device.type == "cpu" else None
         self.epoch = 0                          # epochs completed
         self.history: list[dict] = []
         self.baselines: dict[str, list[float]] = {}
@@ -178,7 +170,10 @@ class Trainer:
             # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
             forced = bool(torch.rand((), generator=self.sampler) < tfr)
             forced_batches += forced
-            pred, kl_per_step = self.model.reconstruct(frames, poses, forced, self.noise, self.frames_per_pass)
+            with self.execution.autocast(self.device):
+                pred, kl_per_step = self.model.reconstruct(frames, poses, forced, self.noise,
+                                                           self.execution.frames_per_pass)
+            pred, kl_per_step = pred.float(), kl_per_step.float()
             recon = (pred - frames[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum()
             kl = kl_per_step.sum()
             loss = cfg.w_recon * recon + cfg.w_kl * beta * kl
@@ -207,7 +202,8 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.model.rollout(first_frames, poses, self.config.val_samples, generator)
+            with self.execution.autocast(self.device):
+                return self.model.rollout(first_frames, poses, self.config.val_samples, generator).float()
         finally:
             self.model.train(was_training)
 
