@@ -43,7 +43,8 @@ def smoke_cost(study: str) -> list[str]:
              f"trials run; data generation excluded)"]
     for t in trials:
         attrs = t.user_attrs
-        lines.append(f"  - trial {t.number} {t.state.name}: {attrs['trial_seconds']:.1f} s, of which harness "
+        lines.append(f"  - trial {t.number} {t.state.name}: {attrs['trial_seconds']:.1f} s, of which validation "
+                     f"{attrs['validation_seconds']:.2f} s ({100 * attrs['validation_share']:.0f}%) and harness "
                      f"overhead {attrs['overhead_seconds']:.2f} s ({100 * attrs['overhead_share']:.0f}%)")
     overhead = [t.user_attrs["overhead_seconds"] for t in trials]
     share = sum(overhead) / sum(t.user_attrs["trial_seconds"] for t in trials)
@@ -70,8 +71,11 @@ def budget_estimate(study: str, steps: int) -> list[str]:
     trainer.validate(trainer.epoch_val_len)
     epoch_val_s = time.perf_counter() - start
     final_val_s = epoch_val_s * (config.val_vi_len - 1) / (trainer.epoch_val_len - 1)
-    epoch_s = math.ceil(sequences / config.batch_size) * step_s + epoch_val_s
-    trial_s = config.epochs * epoch_s + final_val_s
+    train_epoch_s = math.ceil(sequences / config.batch_size) * step_s
+    trial_s = config.epochs * (train_epoch_s + epoch_val_s) + final_val_s
+    validation_share = (config.epochs * epoch_val_s + final_val_s) / trial_s
+    # The same budget validating the full rollout every epoch (no val_epoch_len).
+    full_every_epoch_s = config.epochs * (train_epoch_s + final_val_s)
     return [
         f"- `{study}` budget ({config.epochs} epochs x {sequences} sequences of {config.train_vi_len} frames, "
         f"batch {config.batch_size}, dims {config.f_dim}/{config.l_dim}/{config.n_dim}/{config.d_out_dim}, "
@@ -79,8 +83,11 @@ def budget_estimate(study: str, steps: int) -> list[str]:
         f"{config.val_vi_len} at the end):",
         f"  - measured: {step_s:.2f} s per training step ({config.batch_size * (config.train_vi_len - 1) / step_s:.1f}"
         f" predicted frames/s), {epoch_val_s:.1f} s per epoch's validation rollout",
-        f"  - estimated: {epoch_s / 60:.1f} min per epoch, {trial_s / 3600:.1f} h per full trial, "
-        f"{3600 / trial_s:.2f} trials per hour (without pruning) on {torch.get_num_threads()} threads",
+        f"  - estimated: {(train_epoch_s + epoch_val_s) / 60:.1f} min per epoch, {trial_s / 3600:.1f} h per full "
+        f"trial, {3600 / trial_s:.2f} trials per hour (without pruning) on {torch.get_num_threads()} threads",
+        f"  - validation: {final_val_s:.0f} s for the final {config.val_vi_len}-frame rollout, "
+        f"{100 * validation_share:.1f}% of the trial; the full rollout every epoch would take "
+        f"{100 * config.epochs * final_val_s / full_every_epoch_s:.1f}% of a {full_every_epoch_s / 3600:.1f} h trial",
     ]
 
 

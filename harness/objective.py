@@ -77,10 +77,16 @@ def trial_config(ctx: SweepContext, params: dict) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def validation_seconds(trainer: Trainer, result: TrainResult | None, first_epoch: int = 0) -> float:
+    """Time spent in validation rollouts from `first_epoch` on: per epoch, the final one, the baselines."""
+    per_epoch = sum(m["val_seconds"] for m in trainer.history[first_epoch:])
+    return per_epoch + (result.final_val_seconds if result else 0.0) + trainer.baseline_seconds
+
+
 def compute_seconds(trainer: Trainer, result: TrainResult | None, first_epoch: int = 0) -> float:
     """Time spent training and validating from `first_epoch` on (the rest of a trial is the harness's overhead)."""
-    spent = sum(m["seconds"] + m["val_seconds"] for m in trainer.history[first_epoch:])
-    return spent + (result.final_val_seconds if result else 0.0) + trainer.baseline_seconds
+    training = sum(m["seconds"] for m in trainer.history[first_epoch:])
+    return training + validation_seconds(trainer, result, first_epoch)
 
 
 @dataclass
@@ -194,12 +200,15 @@ def _train_trial(trial: optuna.Trial, ctx: SweepContext) -> float:
 
 def _record(trial: optuna.Trial, ctx: SweepContext, run_id: str, trainer: Trainer,
             result: TrainResult | None, started: float, first_epoch: int) -> None:
-    """Trial facts reports need, in both stores: epochs, PSNRs, time (of this attempt), the harness's overhead."""
+    """Trial facts reports need, in both stores: epochs, PSNRs, time (of this attempt), the shares of
+    validation and of the harness's overhead."""
     wall = time.perf_counter() - started
     overhead = max(0.0, wall - compute_seconds(trainer, result, first_epoch))
+    validation = validation_seconds(trainer, result, first_epoch)
     facts = {"epochs_run": trainer.epoch, "best_val_psnr": trainer.best_val_psnr,
              "last_val_psnr": trainer.history[-1]["val_psnr"] if trainer.history else math.nan,
-             "trial_seconds": wall, "overhead_seconds": overhead, "overhead_share": overhead / max(wall, 1e-9)}
+             "trial_seconds": wall, "overhead_seconds": overhead, "overhead_share": overhead / max(wall, 1e-9),
+             "validation_seconds": validation, "validation_share": validation / max(wall, 1e-9)}
     for key, value in json_safe(facts).items():
         trial.set_user_attr(key, value)
     ctx.tracker.log_metrics(run_id, {k: v for k, v in facts.items() if math.isfinite(v)})

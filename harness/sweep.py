@@ -271,8 +271,12 @@ def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: Fr
     else:
         outcome = str(trial.user_attrs.get("fail_reason") or "failed")[:200]
     best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"
+    shares = ""
+    if "validation_share" in trial.user_attrs:
+        shares = (f" (validation {100 * trial.user_attrs['validation_share']:.0f}%, "
+                  f"harness {100 * trial.user_attrs['overhead_share']:.0f}%)")
     remaining = max(0, target - done)
     eta = format_duration(sum(durations) / len(durations) * remaining)
-    echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])} | "
+    echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])}{shares} | "
          f"{best_text} | study {done}/{target} | ETA {eta} for this worker alone")
 

@@ -42,6 +42,12 @@ def test_smoke_study_has_its_trials_in_optuna(smoke):
     for t in trials:
         assert t.user_attrs["epochs_run"] >= 1 and len(t.user_attrs["mlflow_run_id"]) == 32
         assert 0 <= t.user_attrs["overhead_share"] < 1
+        # Validation: the baselines, each epoch's short rollout and (when completed) the final one.
+        val_seconds = t.user_attrs["validation_seconds"]
+        assert 0 < val_seconds < t.user_attrs["trial_seconds"]
+        assert t.user_attrs["validation_share"] == pytest.approx(val_seconds / t.user_attrs["trial_seconds"])
+        assert f"trial {t.number} {t.state.name}: " in result.stderr
+    assert len(re.findall(r"\(validation \d+%, harness \d+%\)", result.stderr)) == 3
     assert "best: trial" in result.stderr and "harness best --study smoke" in result.stderr
 
 
