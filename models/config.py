@@ -48,6 +48,10 @@ class TrainConfig:
     grad_clip: float = _option(1.0, "Gradient-norm clipping threshold.")
     w_recon: float = _option(1.0, "Weight of the reconstruction (MSE) term.")
     w_kl: float = _option(1.0, "Weight of the KL term (on top of the annealed beta).")
+    input_noise: float = _option(0.0, "Noise augmentation: the frames the model is conditioned on in training get "
+                                      "Gaussian noise of a std drawn per sequence in [0, input_noise] (the loss "
+                                      "targets clean frames), so it learns to correct its own errors in a rollout; "
+                                      "0: the lab's recipe.")
     # KL annealing
     kl_anneal_type: str = _option("Cyclical", "KL beta schedule: None, Monotonic, Cyclical or Sigmoid.")
     kl_anneal_cycle: int = _option(10, "Number of cycles of the Cyclical schedule.")
@@ -94,8 +98,9 @@ class TrainConfig:
         for key in ("lr", "grad_clip", "w_recon"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.w_kl < 0:
-            raise ConfigError(f"w_kl must be >= 0, got {self.w_kl}")
+        for key in ("w_kl", "input_noise"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.val_max_sequences is not None and self.val_max_sequences < 1:
             raise ConfigError(f"val_max_sequences must be >= 1, got {self.val_max_sequences}")
 

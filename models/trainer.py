@@ -171,7 +171,7 @@ class Trainer:
             forced = bool(torch.rand((), generator=self.sampler) < tfr)
             forced_batches += forced
             with self.execution.autocast(self.device):
-                pred, kl_per_step = self.model.reconstruct(frames, poses, forced, self.noise,
+                pred, kl_per_step = self.model.reconstruct(self.noisy(frames), poses, forced, self.noise,
                                                            self.execution.frames_per_pass)
             pred, kl_per_step = pred.float(), kl_per_step.float()
             recon = (pred - frames[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum()
@@ -194,6 +194,19 @@ class Trainer:
             "beta": beta, "tfr": tfr, "teacher_forced": forced_batches / steps,
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
         }
+
+    def noisy(self, frames: torch.Tensor) -> torch.Tensor:
+        """`frames` [B, T, ...] plus Gaussian noise of a std drawn per sequence in [0, input_noise].
+
+        In a rollout the model sees its own imperfect frames; trained only on
+        clean ones, its errors compound (GameNGen, Valevski et al. 2024, found
+        conditioning-frame noise essential for stable long rollouts)."""
+        if self.config.input_noise == 0:
+            return frames
+        std = self.config.input_noise * torch.rand((frames.shape[0], *[1] * (frames.dim() - 1)),
+                                                   generator=self.noise, device=frames.device)
+        noise = torch.randn(frames.shape, generator=self.noise, device=frames.device)
+        return (frames + std * noise).clamp(0, 1)
 
     # -- validation ----------------------------------------------------------
     def rollout(self, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:

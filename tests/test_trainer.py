@@ -24,7 +24,8 @@ class StopAfter(Callback):
 
 
 def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, tmp_path):
-    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0)   # both teacher-forcing branches in play
+    # Both teacher-forcing branches in play, and noise augmentation drawing from the saved noise RNG.
+    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0, input_noise=0.05)
     straight = Trainer(config, tiny_data, tmp_path / "straight")
     straight.fit()
 
@@ -99,6 +100,17 @@ def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_noise_augmentation_perturbs_each_sequence_within_its_bound(tiny_data, tiny_config):
+    frames = torch.rand(64, 4, 3, 8, 8) * 0.5 + 0.25   # away from 0 and 1: clamping does not hide noise
+    assert Trainer(tiny_config, tiny_data).noisy(frames) is frames   # input_noise 0: the lab's recipe
+    noisy = Trainer(tiny_config.replace(input_noise=0.2), tiny_data).noisy(frames)
+    assert noisy.min() >= 0 and noisy.max() <= 1
+    stds = (noisy - frames).flatten(1).std(dim=1)
+    # One std per sequence, drawn uniformly in [0, 0.2]: spread over the range, never above it.
+    assert stds.max() < 0.2 * 1.1 and stds.min() < 0.05 and stds.max() > 0.15
+    assert abs(stds.mean().item() - 0.1) < 0.03
 
 
 def test_short_training_raises_validation_psnr_above_the_untrained_model(tiny_data, tiny_config):
