@@ -10,6 +10,7 @@ import torch
 
 from .config import ConfigError, TrainConfig
 from .cvae import VideoCVAE
+from .execution import Execution
 
 CHECKPOINT_FORMAT = 1
 
@@ -73,9 +74,12 @@ def config_from_checkpoint(state: dict, path: str | Path) -> TrainConfig:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[VideoCVAE, TrainConfig]:
-    """The model of a checkpoint, in eval mode on `device`, with its config."""
+    """The model of a checkpoint, in eval mode on `device` with the device's execution defaults
+    (models/execution.py), with its config."""
     state = load_checkpoint(path)
     config = config_from_checkpoint(state, path)
     model = VideoCVAE.from_config(config)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
+    device = torch.device(device)
+    execution = Execution.default_for(device, config.d_out_dim, config.height, config.width)
+    return execution.prepare(model.to(device)).eval(), config

@@ -81,6 +81,8 @@ def test_a_checkpoint_every_epoch_with_everything_to_resume(tiny_data, tiny_conf
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
     model, config = load_model(tmp_path / "checkpoints" / LAST_CHECKPOINT)
     assert config == tiny_config and not model.training
+    # Loaded with the CPU's execution defaults, as the trainer runs it (harness generate uses this).
+    assert model.frame_encoder.net[-1].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_metrics_record_the_schedules_per_epoch(tiny_data, tiny_config):
