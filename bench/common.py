@@ -12,16 +12,15 @@ BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
 def machine() -> str:
-    cpu, flags = platform.processor() or platform.machine(), set()
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())   # the first core's entries
     except OSError:
         pass
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
     # Virtual machines share a model name across CPU generations; the widest vector unit tells them apart.
     vector = next((name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"),
                                            ("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")

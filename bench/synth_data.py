@@ -31,7 +31,8 @@ def fetch_share(data: DanceData) -> str:
     device = torch.device("cpu")
     execution = Execution.default_for(device, 192, HEIGHT, WIDTH)
     model = execution.prepare(VideoCVAE())
-    step_s = best_time(lambda: train_step(model, execution, Workload.make(BATCH, TRAIN_LEN, device)), 1, device)
+    work = Workload.make(BATCH, TRAIN_LEN, device)
+    step_s = best_time(lambda: train_step(model, execution, work), 1, device)
     return (f"- fetching a batch of {BATCH} x {TRAIN_LEN} frames and poses from memory: {1e3 * fetch_s:.2f} ms, "
             f"{100 * fetch_s / step_s:.3f}% of a {step_s:.1f} s training step of the default model")
 

@@ -83,10 +83,9 @@ def validation_seconds(trainer: Trainer, result: TrainResult | None, first_epoch
     return per_epoch + (result.final_val_seconds if result else 0.0) + trainer.baseline_seconds
 
 
-def compute_seconds(trainer: Trainer, result: TrainResult | None, first_epoch: int = 0) -> float:
-    """Time spent training and validating from `first_epoch` on (the rest of a trial is the harness's overhead)."""
-    training = sum(m["seconds"] for m in trainer.history[first_epoch:])
-    return training + validation_seconds(trainer, result, first_epoch)
+def training_seconds(trainer: Trainer, first_epoch: int = 0) -> float:
+    """Time spent in training epochs from `first_epoch` on (validation excluded)."""
+    return sum(m["seconds"] for m in trainer.history[first_epoch:])
 
 
 @dataclass
@@ -203,8 +202,9 @@ def _record(trial: optuna.Trial, ctx: SweepContext, run_id: str, trainer: Traine
     """Trial facts reports need, in both stores: epochs, PSNRs, time (of this attempt), the shares of
     validation and of the harness's overhead."""
     wall = time.perf_counter() - started
-    overhead = max(0.0, wall - compute_seconds(trainer, result, first_epoch))
     validation = validation_seconds(trainer, result, first_epoch)
+    # What training and validation did not spend is the harness's own overhead.
+    overhead = max(0.0, wall - training_seconds(trainer, first_epoch) - validation)
     facts = {"epochs_run": trainer.epoch, "best_val_psnr": trainer.best_val_psnr,
              "last_val_psnr": trainer.history[-1]["val_psnr"] if trainer.history else math.nan,
              "trial_seconds": wall, "overhead_seconds": overhead, "overhead_share": overhead / max(wall, 1e-9),
