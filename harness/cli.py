@@ -11,7 +11,7 @@ import click
 import yaml
 
 from models.checkpoint import load_checkpoint
-from models.config import KL_ANNEAL_TYPES, ConfigError, TrainConfig
+from models.config import CHOICES, ConfigError, TrainConfig
 
 from .cli_common import echo, friendly_errors
 
@@ -33,8 +33,8 @@ def config_options(command: Callable) -> Callable:
         base = str(f.type).partition(" | ")[0]
         if base == "bool":
             option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)
-        elif f.name == "kl_anneal_type":
-            option = click.option(flag, f.name, type=click.Choice(KL_ANNEAL_TYPES), default=None, help=help_text)
+        elif f.name in CHOICES:
+            option = click.option(flag, f.name, type=click.Choice(CHOICES[f.name]), default=None, help=help_text)
         else:
             option = click.option(flag, f.name, type={"int": int, "float": float, "str": str}[base],
                                   default=None, help=help_text)
@@ -217,7 +217,8 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     sequences = load_test_sequences(root, height=config.height, width=config.width, cache_dir=frames_cache_dir())
     k = samples or config.val_samples
     echo(f"rolling out {len(sequences)} sequence(s) from {root} with K={k} on {torch_device}")
-    generated = generate_sequences(model, sequences, samples=k, seed=seed, length=length, device=torch_device)
+    generated = generate_sequences(model, sequences, samples=k, seed=seed, length=length, device=torch_device,
+                                   zero_z=config.rollout_z == "zero", quantize=config.rollout_quantize)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, curves = [], {}

@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KL_ANNEAL_TYPES = ("None", "Monotonic", "Cyclical", "Sigmoid")
+# Fields that take one of a few words; the first is the default (the lab's recipe).
+CHOICES = {
+    "kl_anneal_type": KL_ANNEAL_TYPES,
+    "output": ("sigmoid", "residual"),
+    "feedback": ("attached", "detached"),
+    "recon_loss": ("mse", "l1"),
+    "kl_reduction": ("sum", "mean"),
+    "lr_schedule": ("constant", "cosine"),
+    "rollout_z": ("sample", "zero"),
+}
 
 # The lab's loss convention, recorded in every config so results stay comparable.
 LOSS_CONVENTION = (
@@ -52,6 +62,19 @@ class TrainConfig:
                                       "Gaussian noise of a std drawn per sequence in [0, input_noise] (the loss "
                                       "targets clean frames), so it learns to correct its own errors in a rollout; "
                                       "0: the lab's recipe.")
+    # recipe options beyond the lab's; each default is the lab's recipe
+    output: str = _option("sigmoid", "Decoder output: sigmoid (the lab's), or residual: the previous frame plus a "
+                                     "tanh-bounded change, clamped to [0, 1], so that copying a frame is exact.")
+    first_frame: bool = _option(False, "Condition the decoder on the first frame's encoding as well (a rollout is "
+                                       "given frame 0): a reference for the appearance.")
+    feedback: str = _option("attached", "Without teacher forcing, the prediction fed back as the next previous frame "
+                                        "keeps its gradient (attached) or not (detached).")
+    recon_loss: str = _option("mse", "Reconstruction term: mse (the lab's) or l1, a mean over pixels either way.")
+    kl_reduction: str = _option("sum", "KL term: sum over the latent elements / batch size (the lab's), or mean "
+                                       "per latent element.")
+    lr_schedule: str = _option("constant", "Learning rate over the run: constant (the lab's) or cosine, decaying "
+                                           "to 0 at the last step.")
+    lr_warmup: int = _option(0, "Steps of linear learning-rate warm-up from 0 at the start of training.")
     # KL annealing
     kl_anneal_type: str = _option("Cyclical", "KL beta schedule: None, Monotonic, Cyclical or Sigmoid.")
     kl_anneal_cycle: int = _option(10, "Number of cycles of the Cyclical schedule.")
@@ -62,6 +85,10 @@ class TrainConfig:
     tfr_d_step: float = _option(0.1, "Teacher-forcing ratio decrease per epoch (floor 0).")
     # validation
     val_samples: int = _option(1, "Latent samples K averaged per rollout step (one batched forward).")
+    rollout_z: str = _option("sample", "Latent of each rollout step: sample (z ~ N(0, I), the lab's) or zero "
+                                       "(the prior's mean; val_samples is then moot).")
+    rollout_quantize: bool = _option(False, "Round each frame fed back in a rollout to 8 bits, as a stored frame is: "
+                                            "changes below half a grey level vanish instead of adding up.")
     baselines: bool = _option(True, "Score the repeat-first-frame and untrained-model baselines before training.")
     # run
     seed: int = _option(0, "Seed for initialisation, batch order, teacher forcing and noise.")
@@ -75,6 +102,8 @@ class TrainConfig:
         self._check_types()
         positive = ("height", "width", "f_dim", "l_dim", "n_dim", "d_out_dim", "epochs",
                     "batch_size", "kl_anneal_cycle", "val_samples")
+        if self.lr_warmup < 0:
+            raise ConfigError(f"lr_warmup must be >= 0, got {self.lr_warmup}")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -91,8 +120,9 @@ class TrainConfig:
             raise ConfigError(f"partial must be in (0, 1], got {self.partial}")
         if not 0 < self.kl_anneal_ratio <= 1:
             raise ConfigError(f"kl_anneal_ratio must be in (0, 1], got {self.kl_anneal_ratio}")
-        if self.kl_anneal_type not in KL_ANNEAL_TYPES:
-            raise ConfigError(f"kl_anneal_type must be one of {', '.join(KL_ANNEAL_TYPES)}, got {self.kl_anneal_type!r}")
+        for key, words in CHOICES.items():
+            if getattr(self, key) not in words:
+                raise ConfigError(f"{key} must be one of {', '.join(words)}, got {getattr(self, key)!r}")
         if not 0 <= self.tfr <= 1 or self.tfr_d_step < 0 or self.tfr_sde < 0:
             raise ConfigError("tfr must be in [0, 1], tfr_d_step and tfr_sde >= 0")
         for key in ("lr", "grad_clip", "w_recon"):

@@ -84,18 +84,24 @@ class Decoder_Fusion(nn.Module):
 
 
 class Generator(nn.Module):
-    """D x H x W -> predicted frame 3 x H x W in [0, 1]."""
+    """D x H x W -> 3 x H x W: the predicted frame in [0, 1] (sigmoid, the lab's), or with
+    `residual` a change in (-1, 1) (tanh) that the model adds to the previous frame."""
 
-    def __init__(self, d_in: int):
+    def __init__(self, d_in: int, residual: bool = False):
         super().__init__()
         d = d_in
+        self.residual = residual
         self.net = nn.Sequential(
             DW(d, d), Res(d, d // 2),
             DW(d // 2, d // 2), Res(d // 2, d // 4),
             DW(d // 4, d // 4), Res(d // 4, d // 8),
             DW(d // 8, d // 8), conv1x1(d // 8, 3),
-            nn.Sigmoid(),
+            nn.Tanh() if residual else nn.Sigmoid(),
         )
+
+    @property
+    def output_conv(self) -> nn.Conv2d:
+        return self.net[-2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -122,6 +128,9 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.branch_output.weight)
         elif isinstance(module, FFN):
             nn.init.zeros_(module.project.weight)
+        elif isinstance(module, Generator) and module.residual:
+            # A residual model starts as the exact identity: its first rollout repeats frame 0.
+            nn.init.zeros_(module.output_conv.weight)
 
 
 def _fold(x: torch.Tensor) -> torch.Tensor:
@@ -139,29 +148,53 @@ def _in_passes(module, size: int, *inputs: torch.Tensor):
     return torch.cat(outputs)
 
 
-class VideoCVAE(nn.Module):
-    """The five modules plus the two ways of running them: training and rollout."""
+OUTPUTS = ("sigmoid", "residual")
 
-    def __init__(self, f_dim: int = 128, l_dim: int = 32, n_dim: int = 12, d_out_dim: int = 192):
+
+class VideoCVAE(nn.Module):
+    """The five modules plus the two ways of running them: training and rollout.
+
+    Two options beyond the lab's architecture (both off by default):
+    - `output="residual"`: the prediction is clamp(previous frame + tanh change, 0, 1) instead of a
+      sigmoid of the decoder, so copying the previous frame is exact (and is the untrained model);
+    - `first_frame=True`: the decoder also sees the encoding of the sequence's first frame, the
+      one frame a rollout is given, as a reference for the appearance that the previous
+      (predicted) frame may have lost.
+    """
+
+    def __init__(self, f_dim: int = 128, l_dim: int = 32, n_dim: int = 12, d_out_dim: int = 192,
+                 output: str = "sigmoid", first_frame: bool = False):
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.n_dim = n_dim
+        self.residual = output == "residual"
+        self.first_frame = first_frame
         self.frame_encoder = RGB_Encoder(f_dim)
         self.label_encoder = Label_Encoder(l_dim)
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
-        self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim, d_out_dim)
-        self.generator = Generator(d_out_dim)
+        fused = f_dim + l_dim + n_dim + (f_dim if first_frame else 0)
+        self.decoder_fusion = Decoder_Fusion(fused, d_out_dim)
+        self.generator = Generator(d_out_dim, residual=self.residual)
         init_weights(self)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "VideoCVAE":
-        return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim)
+        return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim,
+                   output=config.output, first_frame=config.first_frame)
 
-    def decode(self, prev_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
+    def decode(self, prev: torch.Tensor, prev_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
+               first_feat: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted frame from the previous frame `prev` (pixels), its features, the pose's, z
+        and (with `first_frame`) the first frame's features."""
+        if self.first_frame:
+            prev_feat = torch.cat([prev_feat, first_feat], dim=1)
+        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
+        return (prev + out).clamp(0, 1) if self.residual else out
 
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
-                    generator: torch.Generator | None = None,
-                    frames_per_pass: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None, frames_per_pass: int | None = None,
+                    detach_feedback: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass over sequences [B, T, 3, H, W].
 
         Returns the predictions of frames 1..T-1, [B, T-1, 3, H, W], and the KL
@@ -171,6 +204,9 @@ class VideoCVAE(nn.Module):
         passes of at most `frames_per_pass` frames (None: all at once). On a
         CPU small passes win: full-resolution activations of many frames at
         once overflow the caches (2x slower at the default dims).
+        Without teacher forcing each prediction is fed back as the next previous
+        frame; `detach_feedback` cuts the gradient through that path, so each step
+        learns to correct the frame it is given rather than to shape it.
         """
         b, t = frames.shape[:2]
         chunk = frames_per_pass or b * t
@@ -185,38 +221,46 @@ class VideoCVAE(nn.Module):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).unflatten(0, (b, t - 1))
         kl_per_step = kl.sum(dim=(0, 2, 3, 4)) / b
         z = z.unflatten(0, (b, t - 1))
+        first_feat = frame_feat[:, :1].expand(b, t - 1, *frame_feat.shape[2:]) if self.first_frame else None
 
         if teacher_forcing:
             # Time-major order so each pass holds whole steps of the batch.
-            def fold_time(x: torch.Tensor) -> torch.Tensor:
-                return _fold(x.transpose(0, 1))
-            pred = _in_passes(self.decode, chunk, fold_time(frame_feat[:, :-1]), fold_time(pose_feat[:, 1:]),
-                              fold_time(z))
+            def fold_time(x: torch.Tensor | None) -> torch.Tensor | None:
+                return None if x is None else _fold(x.transpose(0, 1))
+            inputs = [fold_time(x) for x in (frames[:, :-1], frame_feat[:, :-1], pose_feat[:, 1:], z)]
+            if self.first_frame:
+                inputs.append(fold_time(first_feat))
+            pred = _in_passes(self.decode, chunk, *inputs)
             return pred.unflatten(0, (t - 1, b)).transpose(0, 1), kl_per_step
 
         preds = []
-        prev_feat = frame_feat[:, 0]
+        prev, prev_feat = frames[:, 0], frame_feat[:, 0]
         for step in range(1, t):
-            pred = self.decode(prev_feat, pose_feat[:, step], z[:, step - 1])
+            pred = self.decode(prev, prev_feat, pose_feat[:, step], z[:, step - 1],
+                               first_feat[:, 0] if self.first_frame else None)
             preds.append(pred)
             if step < t - 1:
-                prev_feat = self.frame_encoder(pred)
+                prev = pred.detach() if detach_feedback else pred
+                prev_feat = self.frame_encoder(prev)
         return torch.stack(preds, dim=1), kl_per_step
 
     @torch.no_grad()
     def rollout(self, first_frame: torch.Tensor, poses: torch.Tensor, samples: int = 1,
-                generator: torch.Generator | None = None, pose_chunk: int = 64) -> torch.Tensor:
+                generator: torch.Generator | None = None, pose_chunk: int = 64,
+                zero_z: bool = False, quantize: bool = False) -> torch.Tensor:
         """Autoregressive generation from the first frame [B, 3, H, W] through poses [B, T, 3, H, W].
 
-        z ~ N(0, I); each step decodes `samples` draws in one batched forward
-        and feeds their mean back as the next previous frame. Returns frames
-        [B, T, 3, H, W] whose frame 0 is `first_frame`.
+        z ~ N(0, I) (or z = 0, the prior's mean, with `zero_z`); each step decodes
+        `samples` draws in one batched forward and feeds their mean back as the
+        next previous frame, rounded to 8 bits with `quantize` (as a stored
+        frame would be). Returns frames [B, T, 3, H, W] whose frame 0 is `first_frame`.
         """
         b, t = poses.shape[:2]
-        k = samples
+        k = 1 if zero_z else samples    # every sample of z = 0 is the same
         out = torch.empty_like(poses)
         out[:, 0] = first_frame
         prev = first_frame
+        first_feat = self.frame_encoder(first_frame).repeat(k, 1, 1, 1) if self.first_frame else None
         z_shape = (k * b, self.n_dim, *poses.shape[3:])
         for start in range(1, t, pose_chunk):
             stop = min(start + pose_chunk, t)
@@ -224,8 +268,12 @@ class VideoCVAE(nn.Module):
             pose_feat = self.label_encoder(_fold(poses[:, start:stop])).unflatten(0, (b, stop - start))
             for step in range(start, stop):
                 prev_feat = self.frame_encoder(prev).repeat(k, 1, 1, 1)
-                z = torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype)
-                pred = self.decode(prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1), z)
+                z = (torch.zeros(z_shape, device=poses.device, dtype=poses.dtype) if zero_z else
+                     torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype))
+                pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1),
+                                   z, first_feat)
                 prev = pred.unflatten(0, (k, b)).mean(dim=0)
+                if quantize:
+                    prev = prev.mul(255).round().div(255)
                 out[:, step] = prev
         return out

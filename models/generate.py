@@ -20,8 +20,10 @@ class Generated:
 
 
 def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
-                       length: int | None = None, device: torch.device | str = "cpu") -> list[Generated]:
-    """Roll out every sequence (sequences of equal length together, in one batch)."""
+                       length: int | None = None, device: torch.device | str = "cpu",
+                       zero_z: bool = False, quantize: bool = False) -> list[Generated]:
+    """Roll out every sequence (sequences of equal length together, in one batch);
+    `zero_z` and `quantize` as in `VideoCVAE.rollout`."""
     results: dict[int, Generated] = {}
     by_length: dict[int, list[TestSequence]] = {}
     for seq in sequences:
@@ -32,7 +34,7 @@ def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples:
     for count, group in by_length.items():
         first = to_unit(torch.stack([seq.first_frame for seq in group]), device)
         poses = to_unit(torch.stack([seq.labels[:count] for seq in group]), device)
-        pred = model.rollout(first, poses, samples, generator)
+        pred = model.rollout(first, poses, samples, generator, zero_z=zero_z, quantize=quantize)
         frames = to_uint8(pred).cpu()
         for seq, seq_frames, seq_pred in zip(group, frames, pred.cpu()):
             psnr = None

@@ -91,6 +91,7 @@ class Trainer:
         self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
         self.last_val_mse = math.nan    # the last rollout's MSE over predicted frames: the validation loss
         self._stop_reason: str | None = None
+        self._outcome: tuple[str, str] | None = None     # (status, message) once the run has ended early
 
     @classmethod
     def resume(cls, checkpoint: str | Path, data: DanceData, run_dir: str | Path | None = None,
@@ -113,38 +114,56 @@ class Trainer:
     # -- training ------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train until `config.epochs` epochs are done (continuing after a resume)."""
+        self.start()
+        while self.running:
+            self.advance()
+        return self.finish()
+
+    # `fit` in three parts, so that a caller can step several trainers in lockstep
+    # (the seeds of one trial) and decide between their epochs.
+    def start(self) -> None:
+        """Score the baselines (on a fresh run) and tell the callbacks that training starts."""
         if self.epoch == 0 and self.config.baselines and not self.baselines:
             start = time.perf_counter()
             self.baselines = self.compute_baselines()
             self.baseline_seconds = time.perf_counter() - start
+        self._outcome = None
         for callback in self.callbacks:
             callback.on_train_start(self)
-        status, message = "completed", f"completed {self.config.epochs} epochs"
-        while self.epoch < self.config.epochs:
-            try:
-                metrics = self.train_epoch()
-            except Diverged as err:
-                status, message = "diverged", str(err)
-                break
-            val_start = time.perf_counter()
-            per_frame = self.validate(self.epoch_val_len)
-            metrics["val_psnr"] = mean_rollout_psnr(per_frame)
-            metrics["val_mse"] = self.last_val_mse
-            metrics["val_frames"] = self.epoch_val_len
-            metrics["val_seconds"] = time.perf_counter() - val_start
-            self.val_psnr_per_frame = per_frame.tolist()
-            self.history.append(metrics)
-            self.kl_annealing.step()
-            self.teacher_forcing.step()
-            self.epoch += 1
-            improved = metrics["val_psnr"] > self.best_val_psnr
-            self.best_val_psnr = max(self.best_val_psnr, metrics["val_psnr"])
-            self.save_checkpoints(improved)
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, metrics)
-            if self._stop_reason is not None and self.epoch < self.config.epochs:
-                status, message = "stopped", f"stopped after epoch {self.epoch - 1}: {self._stop_reason}"
-                break
+
+    @property
+    def running(self) -> bool:
+        return self._outcome is None and self.epoch < self.config.epochs
+
+    def advance(self) -> None:
+        """Train and validate one epoch, checkpoint it, and call the epoch callbacks."""
+        try:
+            metrics = self.train_epoch()
+        except Diverged as err:
+            self._outcome = ("diverged", str(err))
+            return
+        val_start = time.perf_counter()
+        per_frame = self.validate(self.epoch_val_len)
+        metrics["val_psnr"] = mean_rollout_psnr(per_frame)
+        metrics["val_mse"] = self.last_val_mse
+        metrics["val_frames"] = self.epoch_val_len
+        metrics["val_seconds"] = time.perf_counter() - val_start
+        self.val_psnr_per_frame = per_frame.tolist()
+        self.history.append(metrics)
+        self.kl_annealing.step()
+        self.teacher_forcing.step()
+        self.epoch += 1
+        improved = metrics["val_psnr"] > self.best_val_psnr
+        self.best_val_psnr = max(self.best_val_psnr, metrics["val_psnr"])
+        self.save_checkpoints(improved)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, metrics)
+        if self._stop_reason is not None and self.epoch < self.config.epochs:
+            self._outcome = ("stopped", f"stopped after epoch {self.epoch - 1}: {self._stop_reason}")
+
+    def finish(self) -> TrainResult:
+        """The run's result, scored on the full rollout when it completed; calls the end callbacks."""
+        status, message = self._outcome or ("completed", f"completed {self.config.epochs} epochs")
         last = self.history[-1]["val_psnr"] if self.history else math.nan
         result = TrainResult(status, self.epoch, message, last, self.best_val_psnr, list(self.history))
         if status == "completed":
@@ -164,6 +183,7 @@ class Trainer:
         start = time.perf_counter()
         steps = self.steps_per_epoch
         for step in range(steps):
+            self.set_learning_rate(self.epoch * steps + step)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             frames = to_unit(self.train_img[idx], self.device)
             poses = to_unit(self.train_label[idx], self.device)
@@ -172,10 +192,14 @@ class Trainer:
             forced_batches += forced
             with self.execution.autocast(self.device):
                 pred, kl_per_step = self.model.reconstruct(self.noisy(frames), poses, forced, self.noise,
-                                                           self.execution.frames_per_pass)
+                                                           self.execution.frames_per_pass,
+                                                           detach_feedback=cfg.feedback == "detached")
             pred, kl_per_step = pred.float(), kl_per_step.float()
-            recon = (pred - frames[:, 1:]).pow(2).mean(dim=(0, 2, 3, 4)).sum()
+            error = pred - frames[:, 1:]
+            recon = (error.abs() if cfg.recon_loss == "l1" else error.pow(2)).mean(dim=(0, 2, 3, 4)).sum()
             kl = kl_per_step.sum()
+            if cfg.kl_reduction == "mean":     # per latent element instead of summed over N x H x W
+                kl = kl / (cfg.n_dim * cfg.height * cfg.width)
             loss = cfg.w_recon * recon + cfg.w_kl * beta * kl
             values = torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
             if not torch.isfinite(values).all():
@@ -194,6 +218,19 @@ class Trainer:
             "beta": beta, "tfr": tfr, "teacher_forced": forced_batches / steps,
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
         }
+
+    def learning_rate(self, global_step: int) -> float:
+        """The learning rate of a training step: linear warm-up, then constant or cosine to 0."""
+        cfg = self.config
+        rate = cfg.lr * min(1.0, (global_step + 1) / cfg.lr_warmup) if cfg.lr_warmup else cfg.lr
+        if cfg.lr_schedule == "cosine":
+            total = cfg.epochs * self.steps_per_epoch
+            rate *= 0.5 * (1 + math.cos(math.pi * global_step / total))
+        return rate
+
+    def set_learning_rate(self, global_step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(global_step)
 
     def noisy(self, frames: torch.Tensor) -> torch.Tensor:
         """`frames` [B, T, ...] plus Gaussian noise of a std drawn per sequence in [0, input_noise].
@@ -216,7 +253,9 @@ class Trainer:
         self.model.eval()
         try:
             with self.execution.autocast(self.device):
-                return self.model.rollout(first_frames, poses, self.config.val_samples, generator).float()
+                return self.model.rollout(first_frames, poses, self.config.val_samples, generator,
+                                          zero_z=self.config.rollout_z == "zero",
+                                          quantize=self.config.rollout_quantize).float()
         finally:
             self.model.train(was_training)
 

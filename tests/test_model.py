@@ -54,7 +54,7 @@ def _manual_decode(model, frames, poses, teacher_forcing, seed):
     for step in range(1, t):
         fx = model.frame_encoder(frames[:, step])
         z, _, _ = model.gaussian_predictor(fx, pose_feat[:, step], eps[:, step - 1])
-        pred = model.decode(model.frame_encoder(prev), pose_feat[:, step], z)
+        pred = model.decode(prev, model.frame_encoder(prev), pose_feat[:, step], z)
         preds.append(pred)
         prev = frames[:, step] if teacher_forcing else pred
     return torch.stack(preds, dim=1)
