@@ -12,6 +12,7 @@ import yaml
 
 from models.checkpoint import load_checkpoint
 from models.config import CHOICES, ConfigError, TrainConfig
+from models.synth import APPEARANCES, generate_dataset
 
 from .cli_common import echo, friendly_errors
 
@@ -87,15 +88,16 @@ def data() -> None:
 @click.option("--height", default=32, show_default=True, help="Frame height.")
 @click.option("--width", default=64, show_default=True, help="Frame width.")
 @click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
+@click.option("--appearance", type=click.Choice(list(APPEARANCES)), default="default", show_default=True,
+              help="Colour ranges of the videos' looks; 'shifted' (darker, more saturated rooms, other clothes "
+                   "and light) gives the same motion in colours the default set never shows.")
 @friendly_errors
 def data_synth(out: Path, train_videos: int, val_videos: int, test_videos: int, frames: int,
-               val_frames: int, height: int, width: int, seed: int) -> None:
-    """Write the synthetic dance data set (images, pose labels) in the lab layout."""
-    from models.synth import generate_dataset
-
+               val_frames: int, height: int, width: int, seed: int, appearance: str) -> None:
+    """Write the synthetic dance data set (images, pose labels, figure masks) in the lab layout."""
     summary = generate_dataset(out, train_videos=train_videos, val_videos=val_videos, test_videos=test_videos,
                                frames=frames, val_frames=val_frames, height=height, width=width, seed=seed,
-                               progress=echo)
+                               appearance=appearance, progress=echo)
     echo(f"wrote {out}: " + ", ".join(f"{k}={v}" for k, v in summary.items() if isinstance(v, (int, float))))
 
 
@@ -203,6 +205,7 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     from models.checkpoint import load_model
     from models.data import load_test_sequences
     from models.generate import generate_sequences, write_submission_csv
+    from models.metrics import REGIONS
     from models.trainer import resolve_device
 
     from .datasets import frames_cache_dir, resolve_data_root
@@ -221,7 +224,7 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
                                    zero_z=config.rollout_z == "zero", quantize=config.rollout_quantize)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, curves = [], {}
+    rows, curves, figure_curves = [], {}, {}
     for seq, gen in zip(sequences, generated):
         count = len(gen.frames)
         truth = to_uint8_frames(seq.truth[:count]) if seq.truth is not None else None
@@ -229,14 +232,22 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
                           truth=truth, pose=to_uint8_frames(seq.labels[:count]))
         if gen.psnr is not None:
             curves[f"sequence {gen.index}"] = gen.psnr.numpy()
-            rows += [{"sequence": gen.index, "frame": i, "psnr": float(v)} for i, v in enumerate(gen.psnr)]
+            if "figure" in gen.region_psnr:
+                figure_curves[f"sequence {gen.index}"] = gen.region_psnr["figure"].numpy()
+            # Region columns only where the test split has masks (NaN in a frame without the figure).
+            rows += [{"sequence": gen.index, "frame": i, "psnr": float(v),
+                      **{f"psnr_{region}": float(values[i]) for region, values in gen.region_psnr.items()}}
+                     for i, v in enumerate(gen.psnr)]
     write_submission_csv(generated, out_dir / "submission.csv")
     if rows:
         table = pd.DataFrame(rows)
         table.to_csv(out_dir / "psnr_per_frame.csv", index=False)
-        plot_psnr_per_frame(curves, out_dir / "psnr_per_frame.png", title=f"Rollout PSNR per frame ({ckpt.name})")
+        plot_psnr_per_frame(curves, out_dir / "psnr_per_frame.png", title=f"Rollout PSNR per frame ({ckpt.name})",
+                            figure_psnr=figure_curves or None)
         predicted = table[table.frame > 0]
-        echo(f"mean PSNR over predicted frames: {predicted.psnr.mean():.2f} dB")
+        regions = ", ".join(f"{region} {predicted[f'psnr_{region}'].mean():.2f} dB"
+                            for region in REGIONS if f"psnr_{region}" in table)
+        echo(f"mean PSNR over predicted frames: {predicted.psnr.mean():.2f} dB" + (f" ({regions})" if regions else ""))
     echo(f"wrote {len(generated)} GIF(s), submission.csv ({sum(len(g.frames) for g in generated)} rows) to {out_dir}")
 
 

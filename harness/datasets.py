@@ -7,8 +7,8 @@ from typing import Callable
 
 from models.synth import generate_dataset
 
-# Bump when the generator's output changes, so stale caches are not reused.
-SYNTH_VERSION = 1
+# Bump when the generator's output changes, so stale caches are not reused (2: figure masks).
+SYNTH_VERSION = 2
 
 
 def cache_root() -> Path:

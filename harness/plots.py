@@ -96,16 +96,37 @@ def plot_schedules(history: Sequence[Mapping], path: Path | str, title: str = ""
 
 
 def plot_psnr_per_frame(
-    psnr: Mapping[str, np.ndarray] | np.ndarray, path: Path | str, title: str = ""
+    psnr: Mapping[str, np.ndarray] | np.ndarray,
+    path: Path | str,
+    title: str = "",
+    figure_psnr: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """PSNR (dB) against frame index of a rollout, one curve per entry of a dict (or one for an array).
 
     Frame 0 is the given frame (its PSNR may be inf), so curves start at frame 1
-    and each legend entry shows the curve's mean over frames 1..T-1.
+    and each legend entry shows the curve's mean over frames 1..T-1. With
+    `figure_psnr` (the same curves over the figure's pixels only) a second
+    panel below draws those; their frames without a value (NaN: the figure is
+    out of frame) are gaps, left out of the means.
     """
     curves = psnr if isinstance(psnr, Mapping) else {"model": psnr}
-    figure = new_figure(height_in=4.5)
-    ax = figure.subplots()
+    figure = new_figure(height_in=4.5 if figure_psnr is None else 8.0)
+    if figure_psnr is None:
+        axes = [(figure.subplots(), curves, title or "PSNR per frame of the rollout")]
+    else:
+        whole_ax, figure_ax = figure.subplots(2, 1, sharex=True)
+        axes = [(whole_ax, curves, "Whole frame"), (figure_ax, figure_psnr, "Figure only (pixels of the dancer)")]
+        figure.suptitle(title or "PSNR per frame of the rollout")
+    for ax, panel_curves, panel_title in axes:
+        _draw_psnr_curves(ax, panel_curves)
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(panel_title)
+    axes[-1][0].set_xlabel("frame index (frame 0 is the given frame, not plotted)")
+    return save_figure(figure, path)
+
+
+def _draw_psnr_curves(ax: Axes, curves: Mapping[str, np.ndarray]) -> None:
+    """One line per curve from frame 1 on, its mean over the frames with a value in the legend."""
     longest = 0
     for name, values in curves.items():
         values = np.asarray(values, dtype=float)
@@ -114,18 +135,15 @@ def plot_psnr_per_frame(
         predicted = values[1:]
         longest = max(longest, values.size)
         frames = np.arange(1, values.size)
-        mean_text = f"mean {predicted.mean():.2f} dB" if predicted.size else "no predicted frames"
+        valued = predicted[~np.isnan(predicted)]
+        mean_text = f"mean {valued.mean():.2f} dB" if valued.size else "no predicted frames"
         marker = "o" if predicted.size <= MARKERS_UP_TO_POINTS else None
         shown = np.where(np.isfinite(predicted), predicted, np.nan)
         ax.plot(frames, shown, marker=marker, markersize=MARKER_SIZE, linewidth=1.2, label=f"{name} ({mean_text})")
     ax.set_xlim(0.5, max(longest - 1, 1) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set_xlabel("frame index (frame 0 is the given frame, not plotted)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(title or "PSNR per frame of the rollout")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    return save_figure(figure, path)
 
 
 def new_figure(height_in: float) -> Figure:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from models.metrics import REGIONS
 from models.trainer import Callback, Trainer, TrainResult
 
 from .media import to_uint8_frames, write_rollout_gif
@@ -32,9 +33,33 @@ def write_config(config_dict: dict, path: Path) -> None:
     path.write_text(yaml.safe_dump(config_dict, sort_keys=False))
 
 
-def mean_psnr(per_frame: list[float]) -> float:
-    """Mean over frames 1..T-1 (frame 0 is given)."""
-    return float(np.mean(per_frame[1:])) if len(per_frame) > 1 else math.nan
+def mean_psnr(per_frame: list[float], skip_nan: bool = False) -> float:
+    """Mean over frames 1..T-1 (frame 0 is given); `skip_nan` leaves out frames without a value
+    (a figure PSNR where the figure is out of frame)."""
+    predicted = np.asarray(per_frame[1:], dtype=float)
+    if skip_nan:
+        predicted = predicted[~np.isnan(predicted)]
+    return float(predicted.mean()) if predicted.size else math.nan
+
+
+def psnr_curves(trainer: Trainer) -> dict[str, list[float]]:
+    """Every PSNR-per-frame curve of the run, by the name of its column in PSNR_CSV: the model's and
+    each baseline's whole-frame curve, each followed by its region curves where the data has masks
+    ("model figure", "model background", "untrained model figure", ...)."""
+    curves = {"model": trainer.val_psnr_per_frame}
+    curves |= {f"model {region}": values for region, values in trainer.val_region_psnr_per_frame.items()}
+    for name, values in trainer.baselines.items():
+        curves[name] = values
+        curves |= {f"{name} {region}": v for region, v in trainer.region_baselines.get(name, {}).items()}
+    return curves
+
+
+def figure_curves(trainer: Trainer) -> dict[str, list[float]]:
+    """The model's and the baselines' PSNR per frame over the figure; empty without masks."""
+    if "figure" not in trainer.val_region_psnr_per_frame:
+        return {}
+    return {"model": trainer.val_region_psnr_per_frame["figure"],
+            **{name: regions["figure"] for name, regions in trainer.region_baselines.items()}}
 
 
 def _json_number(value: float) -> float | None:
@@ -50,6 +75,20 @@ def json_safe(obj: object) -> object:
     if isinstance(obj, (list, tuple)):
         return [json_safe(value) for value in obj]
     return obj
+
+
+def region_summary(trainer: Trainer, result: TrainResult | None) -> dict:
+    """The figure/background entries of METRICS_JSON: the final rollout's means (once the run has a
+    result) and the baselines' means; none when the data has no masks."""
+    if trainer.val_mask is None:
+        return {}
+    final = ({"figure": result.final_val_psnr_figure, "background": result.final_val_psnr_background}
+             if result else {})
+    summary = {f"final_val_psnr_{region}": final.get(region, math.nan) for region in REGIONS}
+    for region in REGIONS:
+        summary[f"baselines_{region}"] = {name: mean_psnr(by_region[region], skip_nan=True)
+                                          for name, by_region in trainer.region_baselines.items()}
+    return summary
 
 
 class RunOutputs(Callback):
@@ -71,7 +110,7 @@ class RunOutputs(Callback):
             self.write_plots(trainer, f"after epoch {trainer.epoch - 1}")
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        self.write_tables(trainer, status=result.status, message=result.message, final=result.final_val_psnr)
+        self.write_tables(trainer, status=result.status, message=result.message, result=result)
         if trainer.history:
             self.write_plots(trainer, "final rollout" if result.status == "completed"
                              else f"after epoch {trainer.epoch - 1}")
@@ -83,7 +122,7 @@ class RunOutputs(Callback):
                               pose=to_uint8_frames(trainer.val_label[0, :count]))
 
     def psnr_table(self, trainer: Trainer) -> pd.DataFrame:
-        curves = {"model": trainer.val_psnr_per_frame, **trainer.baselines}
+        curves = psnr_curves(trainer)
         length = max(len(values) for values in curves.values())
         table = pd.DataFrame({"frame": np.arange(length)})
         for name, values in curves.items():
@@ -91,7 +130,7 @@ class RunOutputs(Callback):
                 table[name] = pd.Series(values)
         return table
 
-    def write_tables(self, trainer: Trainer, status: str, message: str, final: float = math.nan) -> None:
+    def write_tables(self, trainer: Trainer, status: str, message: str, result: TrainResult | None = None) -> None:
         pd.DataFrame(trainer.history).to_csv(self.run_dir / METRICS_CSV, index=False)
         if trainer.val_psnr_per_frame:
             self.psnr_table(trainer).to_csv(self.run_dir / PSNR_CSV, index=False)
@@ -103,7 +142,8 @@ class RunOutputs(Callback):
             "epochs": trainer.config.epochs,
             "val_psnr": last,
             "best_val_psnr": trainer.best_val_psnr,
-            "final_val_psnr": final,
+            "final_val_psnr": result.final_val_psnr if result else math.nan,
+            **region_summary(trainer, result),
             "val_frames": {"per_epoch": trainer.epoch_val_len, "final": trainer.config.val_vi_len},
             "baselines": {name: mean_psnr(v) for name, v in trainer.baselines.items()},
             "data": self.data_root,
@@ -118,5 +158,5 @@ class RunOutputs(Callback):
         if trainer.val_psnr_per_frame:
             curves = {"model": np.asarray(trainer.val_psnr_per_frame),
                       **{name: np.asarray(v) for name, v in trainer.baselines.items()}}
-            plot_psnr_per_frame(curves, self.run_dir / PSNR_PNG,
-                                title=f"Validation PSNR per frame, {when}")
+            plot_psnr_per_frame(curves, self.run_dir / PSNR_PNG, title=f"Validation PSNR per frame, {when}",
+                                figure_psnr=figure_curves(trainer) or None)

@@ -24,8 +24,8 @@ TRIAL_TAG = "harness.trial"
 STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
 SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
 CHECKPOINT_ARTIFACT = "checkpoint/" + LAST_CHECKPOINT
-EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_mse", "seconds",
-                 "val_seconds")
+EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_psnr_figure",
+                 "val_psnr_background", "val_mse", "seconds", "val_seconds")   # the two regions on data with masks
 # Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # MLflow's log_batch takes at most 1000 metrics per call.
@@ -178,6 +178,11 @@ class StudyTracker:
         return Path(self.client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(out_dir)))
 
 
+def baseline_key(name: str, region: str = "") -> str:
+    """The metric of a baseline's mean PSNR: baseline_repeat_first_frame, baseline_untrained_model_figure, ..."""
+    return "baseline_" + name.replace(" ", "_") + (f"_{region}" if region else "")
+
+
 class MlflowTrialLogger(Callback):
     """Sends a trial's per-epoch metrics to its MLflow run, and at the end its curves and files."""
 
@@ -187,8 +192,9 @@ class MlflowTrialLogger(Callback):
         self.trial_dir = trial_dir
 
     def on_train_start(self, trainer: Trainer) -> None:
-        baselines = {"baseline_" + name.replace(" ", "_"): run_outputs.mean_psnr(values)
-                     for name, values in trainer.baselines.items()}
+        baselines = {baseline_key(name): run_outputs.mean_psnr(values) for name, values in trainer.baselines.items()}
+        baselines |= {baseline_key(name, region): run_outputs.mean_psnr(values, skip_nan=True)
+                      for name, by_region in trainer.region_baselines.items() for region, values in by_region.items()}
         if baselines:
             self.tracker.log_metrics(self.run_id, baselines)
         for row in trainer.history:     # a resumed trial: the restored epochs, so its curves are whole
@@ -201,8 +207,12 @@ class MlflowTrialLogger(Callback):
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         # RunOutputs runs before this callback, so the folder already holds the final files.
         summary = {"best_val_psnr": result.best_val_psnr, "epochs_run": result.epochs_run}
-        if result.status == "completed":
-            summary |= {"final_val_psnr": result.final_val_psnr, "final_val_seconds": result.final_val_seconds}
+        if result.status == "completed":   # the region means are NaN, so left out, on data without masks
+            summary |= {"final_val_psnr": result.final_val_psnr, "final_val_seconds": result.final_val_seconds,
+                        "final_val_psnr_figure": result.final_val_psnr_figure,
+                        "final_val_psnr_background": result.final_val_psnr_background}
         self.tracker.log_metrics(self.run_id, {k: v for k, v in summary.items() if math.isfinite(v)})
         self.tracker.log_series(self.run_id, "val_psnr_per_frame", trainer.val_psnr_per_frame)
+        for region, values in trainer.val_region_psnr_per_frame.items():
+            self.tracker.log_series(self.run_id, f"val_psnr_{region}_per_frame", values)
         self.tracker.log_files(self.run_id, self.trial_dir)

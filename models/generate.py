@@ -1,7 +1,7 @@
 """The lab's test protocol: roll out each pose sequence from its given first frame."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import torch
 
 from .cvae import VideoCVAE
 from .data import TestSequence, to_uint8, to_unit
-from .metrics import psnr_per_frame
+from .metrics import masked_psnr_per_frame, psnr_per_frame
 
 
 @dataclass
@@ -17,6 +17,8 @@ class Generated:
     index: int
     frames: torch.Tensor                 # uint8 [T, 3, H, W]; frame 0 is the given frame
     psnr: torch.Tensor | None            # [T'] per frame, where ground truth exists
+    # [T'] per frame over the figure and the background (metrics.REGIONS), where masks exist too
+    region_psnr: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
@@ -37,11 +39,14 @@ def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples:
         pred = model.rollout(first, poses, samples, generator, zero_z=zero_z, quantize=quantize)
         frames = to_uint8(pred).cpu()
         for seq, seq_frames, seq_pred in zip(group, frames, pred.cpu()):
-            psnr = None
+            psnr, region_psnr = None, {}
             if seq.truth is not None:
                 shared = min(count, len(seq.truth))
-                psnr = psnr_per_frame(seq_pred[:shared], to_unit(seq.truth[:shared]))
-            results[seq.index] = Generated(seq.index, seq_frames, psnr)
+                truth = to_unit(seq.truth[:shared])
+                psnr = psnr_per_frame(seq_pred[:shared], truth)
+                if seq.masks is not None:
+                    region_psnr = masked_psnr_per_frame(seq_pred[:shared], truth, seq.masks[:shared])
+            results[seq.index] = Generated(seq.index, seq_frames, psnr, region_psnr)
     return [results[seq.index] for seq in sequences]
 
 

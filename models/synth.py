@@ -11,10 +11,38 @@ is drawn twice:
   a wall-and-floor background, a light direction that shades every body part
   as a rounded solid, and a soft shadow on the floor cast away from the light.
 
+A third file per frame, the mask, is 255 where the figure covers at least
+half of the pixel and 0 elsewhere (grayscale), so that metrics can score the
+figure and the background apart.
+
 Body parts are capsules (round-ended segments, optionally tapered). Each one
 is evaluated only in a small window around it, batched over frames, on a
 canvas supersampled SUPERSAMPLE times and box-filtered down for
 anti-aliasing; there are no per-pixel Python loops.
+
+Appearance ranges
+-----------------
+Each video's look is drawn from one of two sets of ranges (APPEARANCES).
+Colours are HSV with a uniform random hue; the table gives (saturation,
+value). Skin and hair come from the same palettes in both sets.
+
+==========  ==========================  ==========================
+            ``default``                 ``shifted``
+==========  ==========================  ==========================
+shirt       (0.3, 0.9), (0.45, 0.95)    (0.0, 0.25), (0.7, 1.0)
+trousers    (0.2, 0.7), (0.2, 0.7)      (0.75, 1.0), (0.75, 0.95)
+shoes       (0.0, 0.5), (0.1, 0.35)     (0.6, 1.0), (0.5, 0.8)
+wall        (0.1, 0.45), (0.5, 0.9)     (0.5, 0.9), (0.2, 0.45)
+floor       (0.1, 0.5), (0.3, 0.7)      (0.55, 0.95), (0.12, 0.28)
+ambient     0.25 .. 0.45                0.55 .. 0.75
+shadow      0.3 .. 0.55                 0.65 .. 0.85
+==========  ==========================  ==========================
+
+``shifted`` (darker, more saturated rooms; pale shirts over vivid trousers;
+flatter light and deeper shadows) shares no range with ``default``: a data
+set no tuning on the default set has seen. Both make the same random draws
+in the same order, so a seed gives the same motion, labels and masks in
+either; only the colours differ.
 """
 
 from __future__ import annotations
@@ -123,6 +151,21 @@ def _segment_radii() -> dict[tuple[str, str], float]:
 SEGMENT_RADIUS = _segment_radii()
 
 
+# Ranges of the per-video look (see the module docstring): (saturation, value) of a colour, or (low, high).
+APPEARANCES = {
+    "default": {
+        "shirt": ((0.3, 0.9), (0.45, 0.95)), "trousers": ((0.2, 0.7), (0.2, 0.7)),
+        "shoes": ((0.0, 0.5), (0.1, 0.35)), "wall": ((0.1, 0.45), (0.5, 0.9)), "floor": ((0.1, 0.5), (0.3, 0.7)),
+        "ambient": (0.25, 0.45), "shadow": (0.3, 0.55),
+    },
+    "shifted": {
+        "shirt": ((0.0, 0.25), (0.7, 1.0)), "trousers": ((0.75, 1.0), (0.75, 0.95)),
+        "shoes": ((0.6, 1.0), (0.5, 0.8)), "wall": ((0.5, 0.9), (0.2, 0.45)), "floor": ((0.55, 0.95), (0.12, 0.28)),
+        "ambient": (0.55, 0.75), "shadow": (0.65, 0.85),
+    },
+}
+MASK_ON = 255  # mask value where the figure covers at least half of the pixel
+
 # Skin and hair colours are drawn along these light-to-dark palettes.
 SKIN_TONES = np.array([[0.98, 0.84, 0.72], [0.86, 0.64, 0.48], [0.62, 0.42, 0.28], [0.36, 0.23, 0.15]])
 HAIR_TONES = np.array([[0.08, 0.06, 0.05], [0.30, 0.18, 0.09], [0.62, 0.40, 0.18], [0.90, 0.78, 0.50]])
@@ -134,26 +177,32 @@ class _Video(NamedTuple):
     n_frames: int
     image_dir: str  # relative to the data set root
     label_dir: str
+    mask_dir: str
     first: int  # number of the video's first frame in its folders
 
 
 def render_video(
-    rng: np.random.Generator, n_frames: int, height: int = 32, width: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic dance video: (image frames, label frames), each uint8 [n_frames, height, width, 3]."""
+    rng: np.random.Generator, n_frames: int, height: int = 32, width: int = 64, appearance: str = "default"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic dance video: (image frames, label frames) uint8 [n_frames, height, width, 3],
+    and the figure's masks uint8 [n_frames, height, width] (MASK_ON on the figure, else 0).
+
+    `appearance` names the ranges of APPEARANCES the video's look is drawn from."""
     _check_int("n_frames", n_frames, 1)
     _check_int("height", height, 16)
     _check_int("width", width, 16)
-    look = _appearance(rng)
+    _check_appearance(appearance)
+    look = _appearance(rng, APPEARANCES[appearance])
     joints = _dance(rng, n_frames, height, width)
     background = _background(look, height, width)
     images = np.empty((n_frames, height, width, 3), np.uint8)
     labels = np.empty_like(images)
+    masks = np.empty((n_frames, height, width), np.uint8)
     chunk = max(1, CHUNK_CANVAS_PIXELS // (height * width * SUPERSAMPLE**2))
     for start in range(0, n_frames, chunk):
         frames = slice(start, start + chunk)
-        images[frames], labels[frames] = _paint(joints[frames], look, background)
-    return images, labels
+        images[frames], labels[frames], masks[frames] = _paint(joints[frames], look, background)
+    return images, labels, masks
 
 
 def generate_dataset(
@@ -167,15 +216,19 @@ def generate_dataset(
     height: int = 32,
     width: int = 64,
     seed: int = 0,
+    appearance: str = "default",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Write the data set in the lab layout under `out`; return a summary dict (counts, seconds, parameters).
 
-    `out` must not exist or be an empty folder. The set is written into a
-    temporary sibling folder that is renamed into place at the end, so `out`
-    never holds a partial set. Video i of a split is drawn from the RNG stream
-    (seed, split, i): changing one split's size leaves the other splits' files
-    unchanged, and the same arguments give byte-identical files.
+    Beside each image folder goes a mask folder of the same frame names
+    (train/train_mask, val/val_mask, test/test_mask/<i>). `out` must not exist
+    or be an empty folder. The set is written into a temporary sibling folder
+    that is renamed into place at the end, so `out` never holds a partial set.
+    Video i of a split is drawn from the RNG stream (seed, split, i): changing
+    one split's size leaves the other splits' files unchanged, and the same
+    arguments give byte-identical files. `appearance` (a key of APPEARANCES)
+    changes the colours only.
     """
     for name, value, minimum in (
         ("train_videos", train_videos, 1), ("val_videos", val_videos, 1), ("test_videos", test_videos, 1),
@@ -183,21 +236,23 @@ def generate_dataset(
         ("height", height, 16), ("width", width, 16), ("seed", seed, 0),
     ):
         _check_int(name, value, minimum)
+    _check_appearance(appearance)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} already exists and is not an empty folder")
     parameters = dict(
         train_videos=train_videos, val_videos=val_videos, test_videos=test_videos,
-        frames=frames, val_frames=val_frames, height=height, width=width, seed=seed,
+        frames=frames, val_frames=val_frames, height=height, width=width, seed=seed, appearance=appearance,
     )
     videos = []
     for split, count, length in (("train", train_videos, frames), ("val", val_videos, val_frames),
                                  ("test", test_videos, val_frames)):
         for i in range(count):
             if split == "test":  # a folder per video, numbered from frame0
-                videos.append(_Video(split, i, length, f"test/test_img/{i}", f"test/test_label/{i}", 0))
+                folders = tuple(f"test/test_{kind}/{i}" for kind in ("img", "label", "mask"))
+                videos.append(_Video(split, i, length, *folders, 0))
             else:  # the split's videos one after another in one folder
-                folders = f"{split}/{split}_img", f"{split}/{split}_label"
+                folders = tuple(f"{split}/{split}_{kind}" for kind in ("img", "label", "mask"))
                 videos.append(_Video(split, i, length, *folders, i * length))
 
     started = time.perf_counter()
@@ -208,16 +263,17 @@ def generate_dataset(
         """Render one video and write its frames; returns the seconds spent rendering."""
         t0 = time.perf_counter()
         stream = np.random.SeedSequence(seed, spawn_key=(SPLIT_KEYS[video.split], video.index))
-        images, labels = render_video(np.random.default_rng(stream), video.n_frames, height, width)
+        rng = np.random.default_rng(stream)
+        images, labels, masks = render_video(rng, video.n_frames, height, width, appearance)
         rendering = time.perf_counter() - t0
-        for folder, pictures in ((video.image_dir, images), (video.label_dir, labels)):
+        for folder, pictures in ((video.image_dir, images), (video.label_dir, labels), (video.mask_dir, masks)):
             for k, pixels in enumerate(pictures):
                 _write_png(staging / folder / f"frame{video.first + k}.png", pixels)
         return rendering
 
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the data set is not
-        for folder in {folder for video in videos for folder in (video.image_dir, video.label_dir)}:
+        for folder in {folder for video in videos for folder in (video.image_dir, video.label_dir, video.mask_dir)}:
             (staging / folder).mkdir(parents=True)
         render_seconds = 0.0
         # numpy, zlib and file writes release the GIL: threads keep every core busy.
@@ -246,7 +302,7 @@ def generate_dataset(
     return {
         "out": str(out),
         "frames": {split: sum(v.n_frames for v in videos if v.split == split) for split in SPLIT_KEYS},
-        "files": 2 * sum(video.n_frames for video in videos) + 1,
+        "files": 3 * sum(video.n_frames for video in videos) + 1,  # image, label and mask per frame
         "seconds": round(seconds, 3),
         "render_seconds": round(render_seconds, 3),  # summed over videos, which render in parallel
         "parameters": parameters,
@@ -257,6 +313,11 @@ def _check_int(name: str, value: object, minimum: int) -> None:
     """ValueError naming the argument unless it is an int (not a bool) >= minimum."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_appearance(appearance: object) -> None:
+    if appearance not in APPEARANCES:
+        raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}, got {appearance!r}")
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
@@ -360,25 +421,26 @@ def _palette_colour(rng: np.random.Generator, palette: np.ndarray) -> np.ndarray
     return palette[k] + (position - k) * (palette[k + 1] - palette[k])
 
 
-def _appearance(rng: np.random.Generator) -> dict:
-    """Per-video look: colours of skin, hair and clothes, background, light, shadow."""
+def _appearance(rng: np.random.Generator, ranges: dict) -> dict:
+    """Per-video look: colours of skin, hair and clothes, background, light, shadow, drawn from `ranges`
+    (an entry of APPEARANCES). Every set of ranges makes the same draws in the same order."""
     light_x = rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 0.85)
     light = np.array([light_x, -0.6, 0.75])  # from above, to one side, towards the camera
-    shirt = _hsv(rng, (0.3, 0.9), (0.45, 0.95))
+    shirt = _hsv(rng, *ranges["shirt"])
     skin = _palette_colour(rng, SKIN_TONES)
     return {
         "skin": skin,
         "hair": _palette_colour(rng, HAIR_TONES),
         "shirt": shirt,
         "sleeve": shirt if rng.uniform() < 0.5 else skin,
-        "trousers": _hsv(rng, (0.2, 0.7), (0.2, 0.7)),
-        "shoes": _hsv(rng, (0.0, 0.5), (0.1, 0.35)),
-        "wall": _hsv(rng, (0.1, 0.45), (0.5, 0.9)),
-        "floor": _hsv(rng, (0.1, 0.5), (0.3, 0.7)),
+        "trousers": _hsv(rng, *ranges["trousers"]),
+        "shoes": _hsv(rng, *ranges["shoes"]),
+        "wall": _hsv(rng, *ranges["wall"]),
+        "floor": _hsv(rng, *ranges["floor"]),
         "horizon": rng.uniform(0.45, 0.7),  # wall/floor boundary, fraction of the height
         "light": light / np.linalg.norm(light),
-        "ambient": rng.uniform(0.25, 0.45),
-        "shadow": rng.uniform(0.3, 0.55),  # how much the shadow darkens the floor
+        "ambient": rng.uniform(*ranges["ambient"]),
+        "shadow": rng.uniform(*ranges["shadow"]),  # how much the shadow darkens the floor
         "shadow_shear": -light_x * rng.uniform(0.8, 1.4),  # shadow falls away from the light
     }
 
@@ -439,8 +501,9 @@ def _blend(canvas: np.ndarray, flat: np.ndarray, alpha: np.ndarray, colour) -> N
         channel.put(flat, window + alpha * (value - window))
 
 
-def _paint(joints: np.ndarray, look: dict, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Image and label frames, uint8 [n, H, W, 3], for joints [n, len(JOINTS), 2] in output pixels."""
+def _paint(joints: np.ndarray, look: dict, background: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image and label frames, uint8 [n, H, W, 3], and masks uint8 [n, H, W], for joints
+    [n, len(JOINTS), 2] in output pixels."""
     n = len(joints)
     height, width = background.shape[1:]
     s = SUPERSAMPLE
@@ -478,7 +541,8 @@ def _paint(joints: np.ndarray, look: dict, background: np.ndarray) -> tuple[np.n
 
     figure = _box_filter(figure.reshape(4, *canvas))
     images = figure[:3] + (1 - figure[3]) * _floor_with_shadow(joints, look, background)
-    return _to_uint8(images), _to_uint8(_box_filter(label.reshape(3, *canvas)))
+    masks = np.where(figure[3] >= 0.5, MASK_ON, 0).astype(np.uint8)
+    return _to_uint8(images), _to_uint8(_box_filter(label.reshape(3, *canvas))), masks
 
 
 def _floor_with_shadow(joints: np.ndarray, look: dict, background: np.ndarray) -> np.ndarray:

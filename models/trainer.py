@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .cvae import VideoCVAE
 from .data import DanceData, to_uint8, to_unit
 from .execution import Execution
-from .metrics import mean_rollout_psnr, mse_per_frame, psnr_from_mse, psnr_per_frame
+from .metrics import masked_psnr_per_frame, mean_rollout_psnr, mse_per_frame, psnr_from_mse, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
 
 LAST_CHECKPOINT = "last.pt"
@@ -45,6 +45,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     final_val_psnr: float = math.nan  # the full val_vi_len rollout after the last epoch (completed runs only)
     final_val_seconds: float = 0.0
+    final_val_psnr_figure: float = math.nan       # the same rollout over the figure's pixels (data with masks)
+    final_val_psnr_background: float = math.nan   # ... and over the rest
 
 
 class Diverged(RuntimeError):
@@ -80,12 +82,15 @@ class Trainer:
         self.noise = torch.Generator(device=self.device).manual_seed(config.seed + 1)
 
         self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
-        self.val_img, self.val_label = data.val_runs(config.val_vi_len, config.val_max_sequences)
+        self.val_img, self.val_label, self.val_mask = data.val_runs(config.val_vi_len, config.val_max_sequences)
 
         self.epoch = 0                          # epochs completed
         self.history: list[dict] = []
         self.baselines: dict[str, list[float]] = {}
+        # Per baseline, its PSNR per frame by region (REGIONS); empty without masks, like the next one.
+        self.region_baselines: dict[str, dict[str, list[float]]] = {}
         self.val_psnr_per_frame: list[float] = []
+        self.val_region_psnr_per_frame: dict[str, list[float]] = {}
         self.best_val_psnr = -math.inf
         self.baseline_seconds = 0.0
         self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
@@ -125,7 +130,7 @@ class Trainer:
         """Score the baselines (on a fresh run) and tell the callbacks that training starts."""
         if self.epoch == 0 and self.config.baselines and not self.baselines:
             start = time.perf_counter()
-            self.baselines = self.compute_baselines()
+            self.baselines, self.region_baselines = self.compute_baselines()
             self.baseline_seconds = time.perf_counter() - start
         self._outcome = None
         for callback in self.callbacks:
@@ -143,12 +148,13 @@ class Trainer:
             self._outcome = ("diverged", str(err))
             return
         val_start = time.perf_counter()
-        per_frame = self.validate(self.epoch_val_len)
+        per_frame, regions = self.validate(self.epoch_val_len)
         metrics["val_psnr"] = mean_rollout_psnr(per_frame)
+        metrics |= {f"val_psnr_{name}": mean_rollout_psnr(curve, skip_nan=True) for name, curve in regions.items()}
         metrics["val_mse"] = self.last_val_mse
         metrics["val_frames"] = self.epoch_val_len
         metrics["val_seconds"] = time.perf_counter() - val_start
-        self.val_psnr_per_frame = per_frame.tolist()
+        self.keep_curves(per_frame, regions)
         self.history.append(metrics)
         self.kl_annealing.step()
         self.teacher_forcing.step()
@@ -267,29 +273,51 @@ class Trainer:
         """Score the last model on the full val_vi_len rollout (reusing the last epoch's when it was full length)."""
         start = time.perf_counter()
         if self.epoch_val_len < self.config.val_vi_len or self.last_rollout is None:
-            self.val_psnr_per_frame = self.validate().tolist()
+            self.keep_curves(*self.validate())
         result.final_val_psnr = mean_rollout_psnr(torch.tensor(self.val_psnr_per_frame))
+        regions = {name: mean_rollout_psnr(torch.tensor(curve), skip_nan=True)
+                   for name, curve in self.val_region_psnr_per_frame.items()}
+        result.final_val_psnr_figure = regions.get("figure", math.nan)
+        result.final_val_psnr_background = regions.get("background", math.nan)
         result.final_val_seconds = time.perf_counter() - start
 
-    def validate(self, length: int | None = None) -> torch.Tensor:
+    def keep_curves(self, per_frame: torch.Tensor, regions: dict[str, torch.Tensor]) -> None:
+        """Keep the latest rollout's PSNR per frame, whole and by region."""
+        self.val_psnr_per_frame = per_frame.tolist()
+        self.val_region_psnr_per_frame = {name: curve.tolist() for name, curve in regions.items()}
+
+    def validate(self, length: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """PSNR per frame [T] averaged over all validation sequences, rolled out together
-        over their first `length` frames (all of them by default)."""
+        over their first `length` frames (all of them by default), and the same by region
+        (`region_psnr`)."""
         frames = to_unit(self.val_img[:, :length], self.device)
         poses = to_unit(self.val_label[:, :length], self.device)
         pred = self.rollout(frames[:, 0], poses)
         self.last_rollout = to_uint8(pred[0]).cpu()
         mse = mse_per_frame(pred, frames)
         self.last_val_mse = float(mse[:, 1:].mean())
-        return psnr_from_mse(mse).mean(dim=0).cpu()
+        return psnr_from_mse(mse).mean(dim=0).cpu(), self.region_psnr(pred, frames)
 
-    def compute_baselines(self) -> dict[str, list[float]]:
-        """PSNR per frame of two references on the validation rollout: repeating frame 0, and the untrained model."""
+    def region_psnr(self, pred: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PSNR per frame [T] over the figure and over the background, by REGIONS name, of `pred` against
+        the first T validation frames `frames` [S, T, 3, H, W]; a frame's mean over the sequences skips
+        those where the region is empty. Empty without masks."""
+        if self.val_mask is None:
+            return {}
+        mask = self.val_mask[:, :frames.shape[1]].to(self.device)
+        return {name: curve.nanmean(dim=0).cpu() for name, curve in masked_psnr_per_frame(pred, frames, mask).items()}
+
+    def compute_baselines(self) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+        """PSNR per frame of two references on the validation rollout: repeating frame 0, and the untrained
+        model; whole frame, and by region (empty without masks)."""
         frames = to_unit(self.val_img, self.device)
         repeat = frames[:, :1].expand_as(frames)
-        return {
-            "repeat first frame": psnr_per_frame(repeat, frames).mean(dim=0).cpu().tolist(),
-            "untrained model": self.validate().tolist(),
-        }
+        whole = {"repeat first frame": psnr_per_frame(repeat, frames).mean(dim=0).cpu()}
+        regions = {"repeat first frame": self.region_psnr(repeat, frames)}
+        whole["untrained model"], regions["untrained model"] = self.validate()
+        return ({name: curve.tolist() for name, curve in whole.items()},
+                {name: {region: curve.tolist() for region, curve in by_region.items()}
+                 for name, by_region in regions.items() if by_region})
 
     # -- checkpoints ---------------------------------------------------------
     def state_dict(self) -> dict:
@@ -305,7 +333,9 @@ class Trainer:
                     "torch": torch.get_rng_state()},
             "history": self.history,
             "baselines": self.baselines,
+            "region_baselines": self.region_baselines,
             "val_psnr_per_frame": self.val_psnr_per_frame,
+            "val_region_psnr_per_frame": self.val_region_psnr_per_frame,
             "best_val_psnr": self.best_val_psnr,
         }
 
@@ -321,6 +351,9 @@ class Trainer:
         self.history = list(state["history"])
         self.baselines = dict(state["baselines"])
         self.val_psnr_per_frame = list(state["val_psnr_per_frame"])
+        # Checkpoints from before masked PSNR have neither.
+        self.region_baselines = dict(state.get("region_baselines", {}))
+        self.val_region_psnr_per_frame = dict(state.get("val_region_psnr_per_frame", {}))
         self.best_val_psnr = state["best_val_psnr"]
 
     @property

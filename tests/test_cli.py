@@ -45,8 +45,14 @@ def test_data_synth_writes_the_lab_layout(tmp_path):
     assert len(list((out / "train" / "train_img").glob("frame*.png"))) == 32
     assert len(list((out / "val" / "val_label").glob("frame*.png"))) == 20
     assert len(list((out / "test" / "test_label" / "0").glob("frame*.png"))) == 20
+    assert len(list((out / "val" / "val_mask").glob("frame*.png"))) == 20
+    assert json.loads((out / "synth.json").read_text())["appearance"] == "default"
     again = run("data", "synth", "--out", out)
     assert_one_line_error(again, str(out), "not an empty folder")
+    shifted = run("data", "synth", "--out", tmp_path / "shifted", "--train-videos", 1, "--val-videos", 1,
+                  "--test-videos", 1, "--frames", 4, "--val-frames", 4, "--appearance", "shifted")
+    assert shifted.exit_code == 0, shifted.output
+    assert json.loads((tmp_path / "shifted" / "synth.json").read_text())["appearance"] == "shifted"
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,10 @@ def test_train_writes_metrics_plots_gif_and_checkpoints(trained_run):
     assert gif.shape[0] == 24
     psnr = list(csv.DictReader(open(trained_run / "psnr_per_frame.csv")))
     assert len(psnr) == 24 and {"model", "repeat first frame", "untrained model"} <= set(psnr[0])
+    assert {"model figure", "model background", "repeat first frame figure",
+            "untrained model background"} <= set(psnr[0])
+    assert {"val_psnr_figure", "val_psnr_background"} <= set(rows[0])
+    assert {"final_val_psnr_figure", "baselines_figure"} <= set(summary)
     assert (trained_run / "checkpoints" / "last.pt").is_file()
     assert "kl_anneal_type: Cyclical" in (trained_run / "config.yaml").read_text()
 
@@ -100,8 +110,9 @@ def test_generate_writes_gif_submission_and_psnr(trained_run, tiny_data_root, tm
     first = iio.imread(tiny_data_root / "test" / "test_img" / "0" / "frame0.png")
     assert submission[0, 1:].tolist() == first.transpose(2, 0, 1).reshape(-1).tolist()
     psnr = list(csv.DictReader(open(out / "psnr_per_frame.csv")))
-    assert len(psnr) == 20
+    assert len(psnr) == 20 and {"psnr", "psnr_figure", "psnr_background"} <= set(psnr[0])
     assert iio.imread(out / "psnr_per_frame.png").std() > 0
+    assert "(figure " in result.output and " dB, background " in result.output
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path, tiny_data_root):
@@ -129,4 +140,4 @@ def test_train_without_data_generates_the_synthetic_set_once(tmp_path):
     assert second.exit_code == 0, second.output
     assert "generating" not in second.output
     summary = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    assert summary["data"].endswith("v1-32x64-seed0") and summary["epochs_run"] == 1
+    assert summary["data"].endswith("v2-32x64-seed0") and summary["epochs_run"] == 1

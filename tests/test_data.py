@@ -1,4 +1,4 @@
-"""Tests for models.data: ordering, runs, test sequences, cache, and every kind of bad data."""
+"""Tests for models.data: ordering, runs, test sequences, masks, cache, and every kind of bad data."""
 
 from __future__ import annotations
 
@@ -29,6 +29,25 @@ def frame_indices(frames: torch.Tensor) -> list[int]:
     """Decode the index written by write_frame from each frame of [..., 3, H, W]."""
     flat = frames.reshape(-1, 3, frames.shape[-2], frames.shape[-1])
     return [int(f[0, 0, 0]) + 256 * int(f[1, 0, 0]) for f in flat]
+
+
+def write_mask(path: Path, index: int, size: tuple[int, int] = (H, W)) -> None:
+    """A grayscale 0/255 mask PNG whose first row spells `index` in binary (bit k at column k)."""
+    pixels = np.zeros(size, dtype=np.uint8)
+    pixels[0] = [255 if index >> k & 1 else 0 for k in range(size[1])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+
+
+def mask_indices(masks: torch.Tensor) -> list[int]:
+    """Decode the index written by write_mask from each mask of [..., 1, H, W] holding 0/1."""
+    flat = masks.reshape(-1, masks.shape[-2], masks.shape[-1])
+    return [sum(int(m[0, k]) << k for k in range(m.shape[-1])) for m in flat]
+
+
+def write_masks(root: Path, split: str, count: int) -> None:
+    for i in range(count):
+        write_mask(root / split / f"{split}_mask" / f"frame{i}.png", i)
 
 
 def write_split(root: Path, split: str, count: int) -> None:
@@ -129,12 +148,104 @@ def test_train_runs_rejects_partial_outside_unit_interval(root: Path, partial: f
 def test_val_runs_cut_consecutive_sequences(root: Path) -> None:
     dance = load(root)  # 25 val frames
 
-    img, label = dance.val_runs(6)
-    first_two, _ = dance.val_runs(6, max_sequences=2)
+    img, label, mask = dance.val_runs(6)
+    first_two, _, _ = dance.val_runs(6, max_sequences=2)
 
     assert img.shape == label.shape == (4, 6, 3, H, W)
     assert frame_indices(img) == frame_indices(label) == list(range(24))
     assert torch.equal(first_two, img[:2])
+    assert mask is None  # no val_mask folder
+
+
+# ---------------------------------------------------------------- masks
+
+
+def test_masks_load_as_zero_one_aligned_with_the_images(root: Path) -> None:
+    write_masks(root, "train", 80)
+    write_masks(root, "val", 25)
+    cache = root / "cache"
+
+    dance = load(root, cache_dir=cache)
+
+    assert dance.train_mask.dtype == torch.uint8 and dance.train_mask.shape == (80, 1, H, W)
+    assert set(dance.train_mask.unique().tolist()) == {0, 1}
+    assert mask_indices(dance.train_mask) == list(range(80))
+    img, _, mask = dance.val_runs(6)
+    assert mask.shape == (4, 6, 1, H, W)
+    assert mask_indices(mask) == frame_indices(img) == list(range(24))
+    assert torch.equal(dance.val_runs(6, max_sequences=2)[2], mask[:2])
+    # Masks are cached apart from the images, as [N, 1, H, W].
+    assert len(list(cache.glob("*.npy"))) == 6
+    assert torch.equal(load(root, cache_dir=cache).val_mask, dance.val_mask)
+
+
+def test_a_split_without_mask_folder_has_no_masks(root: Path) -> None:
+    assert load(root).train_mask is None and load(root).val_mask is None
+    write_masks(root, "val", 25)
+    dance = load(root)
+    assert dance.train_mask is None
+    assert mask_indices(dance.val_mask) == list(range(25))
+
+
+def test_mask_pngs_of_any_mode_are_set_from_128(tmp_path: Path) -> None:
+    write_split(tmp_path, "train", 16)
+    write_split(tmp_path, "val", 6)
+    masks = tmp_path / "val" / "val_mask"
+    masks.mkdir(parents=True)
+    Image.fromarray(np.full((H, W), 127, dtype=np.uint8)).save(masks / "frame0.png")
+    Image.fromarray(np.full((H, W), 128, dtype=np.uint8)).save(masks / "frame1.png")
+    Image.fromarray(np.full((H, W, 3), 255, dtype=np.uint8)).save(masks / "frame2.png")
+    Image.fromarray(np.full((H, W), 0x8000, dtype=np.uint16)).save(masks / "frame3.png")
+    Image.fromarray(np.full((H, W), 0x7FFF, dtype=np.uint16)).save(masks / "frame4.png")
+    Image.fromarray(np.ones((H, W), dtype=bool)).save(masks / "frame5.png")  # mode "1"
+
+    assert load(tmp_path).val_mask[:, 0, 0, 0].tolist() == [0, 1, 1, 1, 0, 1]
+
+
+def test_image_without_mask(root: Path) -> None:
+    write_masks(root, "train", 80)
+    missing = root / "train" / "train_mask" / "frame7.png"
+    missing.unlink()
+    message = data_error(lambda: load(root), root / "train" / "train_img" / "frame7.png", missing)
+    assert "no mask" in message
+
+
+def test_mask_without_image(root: Path) -> None:
+    write_masks(root, "val", 26)  # one more than the 25 images
+    extra = root / "val" / "val_mask" / "frame25.png"
+    data_error(lambda: load(root), extra, root / "val" / "val_img" / "frame25.png", "mask has no image")
+
+
+def test_mask_of_wrong_size(root: Path) -> None:
+    write_masks(root, "val", 25)
+    bad = root / "val" / "val_mask" / "frame4.png"
+    write_mask(bad, 4, size=(H, W + 1))
+    data_error(lambda: load(root), bad, f"{H}x{W + 1}", f"{H}x{W}")
+
+
+def test_test_sequences_load_masks_where_their_folder_exists(tmp_path: Path) -> None:
+    write_test_sequence(tmp_path, 0, 5, with_truth=True)
+    write_test_sequence(tmp_path, 1, 4, with_truth=True)
+    for t in range(5):
+        write_mask(tmp_path / "test" / "test_mask" / "0" / f"frame{t}.png", 100 + t)
+
+    with_masks, without = load_test_sequences(tmp_path, height=H, width=W)
+
+    assert with_masks.masks.shape == (5, 1, H, W)
+    assert mask_indices(with_masks.masks) == [100, 101, 102, 103, 104]
+    assert without.masks is None
+
+
+def test_test_masks_must_match_their_images(tmp_path: Path) -> None:
+    write_test_sequence(tmp_path, 0, 3, with_truth=True)
+    mask_dir = tmp_path / "test" / "test_mask" / "0"
+    for t in range(2):
+        write_mask(mask_dir / f"frame{t}.png", t)
+    data_error(lambda: load_test_sequences(tmp_path, height=H, width=W),
+               tmp_path / "test" / "test_img" / "0" / "frame2.png", mask_dir / "frame2.png")
+    write_mask(tmp_path / "test" / "test_mask" / "3" / "frame0.png", 0)
+    data_error(lambda: load_test_sequences(tmp_path, height=H, width=W),
+               tmp_path / "test" / "test_mask" / "3", tmp_path / "test" / "test_img" / "3")
 
 
 def test_size_none_takes_the_first_frames_size(tmp_path: Path) -> None:

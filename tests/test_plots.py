@@ -136,6 +136,19 @@ def test_psnr_per_frame_from_dict_draws_each_curve(tmp_path: Path) -> None:
         assert pixels_of_color(pixels, default_cycle_color) > 10
 
 
+def test_psnr_per_frame_adds_a_figure_panel_with_gaps(tmp_path: Path) -> None:
+    frames = 16
+    whole = {"model": np.linspace(30, 20, frames), "repeat first frame": np.linspace(30, 15, frames)}
+    figure = {"model": np.linspace(25, 12, frames), "repeat first frame": np.full(frames, 9.0)}
+    figure["model"][5:8] = np.nan    # the dancer out of frame
+    one = assert_figure(plot_psnr_per_frame(whole, tmp_path / "one.png"))
+    two = assert_figure(plot_psnr_per_frame(whole, tmp_path / "two.png", figure_psnr=figure))
+    assert two.shape[0] > 1.5 * one.shape[0]   # a second panel below
+    lower = two[two.shape[0] // 2:]
+    for colour in ("tab:blue", "tab:orange"):   # lines, not just their legend entries
+        assert pixels_of_color(lower, colour) > 200
+
+
 def test_psnr_per_frame_rejects_2d(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1-D"):
         plot_psnr_per_frame(np.zeros((2, 5)), tmp_path / "psnr.png")

@@ -1,10 +1,16 @@
-"""The training loop: resume equality, divergence, callbacks, checkpoints."""
+"""The training loop: resume equality, divergence, callbacks, checkpoints, figure/background PSNR."""
+import dataclasses
+import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
+from harness.run_outputs import METRICS_CSV, METRICS_JSON, PSNR_CSV, RunOutputs
+from harness.tracking import MlflowTrialLogger
 from models.checkpoint import CheckpointError, load_checkpoint, load_model
+from models.config import TrainConfig
 from models.data import load_dance_data
 from models.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Trainer
 
@@ -42,6 +48,8 @@ def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, 
     for a, b in zip(straight.history, resumed.history):
         assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
     assert resumed.val_psnr_per_frame == straight.val_psnr_per_frame
+    assert resumed.val_region_psnr_per_frame == straight.val_region_psnr_per_frame
+    assert resumed.region_baselines == straight.region_baselines and resumed.region_baselines
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tiny_config, tmp_path, monkeypatch):
@@ -146,3 +154,90 @@ def test_stopped_runs_skip_the_final_rollout(tiny_data, tiny_config, tmp_path):
     result = trainer.fit()
     assert result.status == "stopped" and math.isnan(result.final_val_psnr)
     assert len(trainer.val_psnr_per_frame) == 8
+
+
+# -- PSNR over the figure and over the background -----------------------------------------------------
+
+class RecordingTracker:
+    """Stands in for harness.tracking.StudyTracker: keeps what MlflowTrialLogger sends."""
+
+    def __init__(self):
+        self.metrics: dict[str, list[tuple[int, float]]] = {}
+        self.series: dict[str, list[float]] = {}
+
+    def log_metrics(self, run_id, values, step=0):
+        for key, value in values.items():
+            self.metrics.setdefault(key, []).append((step, value))
+
+    def log_series(self, run_id, key, values):
+        self.series[key] = values
+
+    def log_files(self, run_id, folder, *where):
+        pass
+
+
+@pytest.fixture(scope="module")
+def region_runs(tiny_data, tmp_path_factory):
+    """The same short training on the tiny set with its masks and without them:
+    {"masked" | "unmasked": (trainer, result, run folder, tracker)}."""
+    config = TrainConfig(f_dim=16, l_dim=8, n_dim=4, d_out_dim=16, epochs=2, batch_size=4, train_vi_len=8,
+                         val_vi_len=24, val_epoch_len=8, partial=0.25, kl_anneal_type="Monotonic", tfr_sde=1,
+                         device="cpu")
+    runs = {}
+    for name, data in (("masked", tiny_data), ("unmasked", dataclasses.replace(tiny_data, train_mask=None,
+                                                                               val_mask=None))):
+        folder, tracker = tmp_path_factory.mktemp(name), RecordingTracker()
+        trainer = Trainer(config, data, callbacks=[RunOutputs(folder, "tiny", plots_every_epoch=False),
+                                                   MlflowTrialLogger(tracker, "run", folder)])
+        runs[name] = trainer, trainer.fit(), folder, tracker
+    return runs
+
+
+def test_history_holds_figure_and_background_psnr_only_on_masked_data(tiny_data, region_runs):
+    assert tiny_data.val_mask is not None   # the synthetic set writes masks
+    masked, masked_result, _, _ = region_runs["masked"]
+    unmasked, unmasked_result, _, _ = region_runs["unmasked"]
+    for row in masked.history:
+        # A frame's whole-frame MSE is a mix of its two regions' MSEs: its PSNR lies between theirs.
+        low, high = sorted((row["val_psnr_figure"], row["val_psnr_background"]))
+        assert low < row["val_psnr"] < high
+    assert all("val_psnr_figure" not in row and "val_psnr_background" not in row for row in unmasked.history)
+    # Masks only add numbers: training and the whole-frame scores are the same.
+    assert [row["val_psnr"] for row in masked.history] == [row["val_psnr"] for row in unmasked.history]
+
+    figure = torch.tensor(masked.val_region_psnr_per_frame["figure"])
+    assert len(figure) == 24    # the final full-length rollout
+    assert masked_result.final_val_psnr_figure == pytest.approx(figure[1:].nanmean().item())
+    assert masked_result.final_val_psnr_background > masked_result.final_val_psnr_figure
+    assert math.isnan(unmasked_result.final_val_psnr_figure) and math.isnan(unmasked_result.final_val_psnr_background)
+    assert unmasked.val_region_psnr_per_frame == {} and unmasked.region_baselines == {}
+
+    # Repeating frame 0 keeps the still background but misses the moving dancer.
+    repeat = masked.region_baselines["repeat first frame"]
+    assert sum(repeat["background"][1:]) > sum(repeat["figure"][1:]) + 5 * 23
+    assert set(masked.region_baselines) == {"repeat first frame", "untrained model"}
+
+
+def test_run_files_and_mlflow_get_the_region_psnr_only_on_masked_data(region_runs):
+    masked, result, folder, tracker = region_runs["masked"]
+    table = pd.read_csv(folder / PSNR_CSV)
+    for curve in ("model", "repeat first frame", "untrained model"):
+        assert {f"{curve} figure", f"{curve} background"} <= set(table.columns)
+    assert table["model figure"].tolist() == pytest.approx(masked.val_region_psnr_per_frame["figure"], nan_ok=True)
+    assert {"val_psnr_figure", "val_psnr_background"} <= set(pd.read_csv(folder / METRICS_CSV).columns)
+    summary = json.loads((folder / METRICS_JSON).read_text())
+    assert summary["final_val_psnr_figure"] == pytest.approx(result.final_val_psnr_figure)
+    assert set(summary["baselines_figure"]) == set(summary["baselines_background"]) == set(summary["baselines"])
+    assert [step for step, _ in tracker.metrics["val_psnr_figure"]] == [0, 1]
+    assert tracker.metrics["final_val_psnr_background"] == [(0, pytest.approx(result.final_val_psnr_background))]
+    for key in ("baseline_repeat_first_frame_figure", "baseline_untrained_model_background"):
+        assert key in tracker.metrics
+    assert tracker.series["val_psnr_figure_per_frame"] == masked.val_region_psnr_per_frame["figure"]
+
+    _, _, folder, tracker = region_runs["unmasked"]
+    assert not any("figure" in c or "background" in c for c in pd.read_csv(folder / PSNR_CSV).columns)
+    assert not any("figure" in c for c in pd.read_csv(folder / METRICS_CSV).columns)
+    summary = json.loads((folder / METRICS_JSON).read_text())
+    assert not any("figure" in key or "background" in key for key in summary)
+    assert not any("figure" in key or "background" in key for key in [*tracker.metrics, *tracker.series])
+    assert "final_val_psnr" in tracker.metrics and "val_psnr_per_frame" in tracker.series
