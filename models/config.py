@@ -62,11 +62,19 @@ class TrainConfig:
                                       "Gaussian noise of a std drawn per sequence in [0, input_noise] (the loss "
                                       "targets clean frames), so it learns to correct its own errors in a rollout; "
                                       "0: the lab's recipe.")
+    colour_augment: bool = _option(False, "Colour augmentation: each training sequence's frames (inputs and "
+                                          "targets, not the poses) go through one random map of each channel's "
+                                          "[0, 1] into itself (scale 0.5-1, maybe inverted, offset) and a random "
+                                          "channel order, so appearance the training videos lack is not new.")
     # recipe options beyond the lab's; each default is the lab's recipe
     output: str = _option("sigmoid", "Decoder output: sigmoid (the lab's), or residual: the previous frame plus a "
                                      "tanh-bounded change, clamped to [0, 1], so that copying a frame is exact.")
     first_frame: bool = _option(False, "Condition the decoder on the first frame's encoding as well (a rollout is "
                                        "given frame 0): a reference for the appearance.")
+    first_pose: bool = _option(False, "With first_frame: the decoder also sees the first frame's pose, which tells "
+                                      "the reference's figure from its background.")
+    previous_pose: bool = _option(False, "The decoder also sees the previous frame's pose, so the motion between "
+                                         "two poses is given rather than read off the previous frame's pixels.")
     feedback: str = _option("attached", "Without teacher forcing, the prediction fed back as the next previous frame "
                                         "keeps its gradient (attached) or not (detached).")
     recon_loss: str = _option("mse", "Reconstruction term: mse (the lab's) or l1, a mean over pixels either way.")
@@ -74,6 +82,8 @@ class TrainConfig:
                                        "per latent element.")
     lr_schedule: str = _option("constant", "Learning rate over the run: constant (the lab's) or cosine, decaying "
                                            "to 0 at the last step.")
+    ema: float = _option(0.0, "Decay per step of an exponential moving average of the weights (e.g. 0.99); the "
+                              "average is the model that validation scores and checkpoints export. 0: off (the lab's).")
     lr_warmup: int = _option(0, "Steps of linear learning-rate warm-up from 0 at the start of training.")
     # KL annealing
     kl_anneal_type: str = _option("Cyclical", "KL beta schedule: None, Monotonic, Cyclical or Sigmoid.")
@@ -102,6 +112,8 @@ class TrainConfig:
         self._check_types()
         positive = ("height", "width", "f_dim", "l_dim", "n_dim", "d_out_dim", "epochs",
                     "batch_size", "kl_anneal_cycle", "val_samples")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
         if self.lr_warmup < 0:
             raise ConfigError(f"lr_warmup must be >= 0, got {self.lr_warmup}")
         for key in positive:
@@ -131,6 +143,8 @@ class TrainConfig:
         for key in ("w_kl", "input_noise"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.first_pose and not self.first_frame:
+            raise ConfigError("first_pose needs first_frame: it locates the figure in the first frame")
         if self.val_max_sequences is not None and self.val_max_sequences < 1:
             raise ConfigError(f"val_max_sequences must be >= 1, got {self.val_max_sequences}")
 

@@ -154,47 +154,65 @@ OUTPUTS = ("sigmoid", "residual")
 class VideoCVAE(nn.Module):
     """The five modules plus the two ways of running them: training and rollout.
 
-    Two options beyond the lab's architecture (both off by default):
+    Options beyond the lab's architecture (all off by default):
     - `output="residual"`: the prediction is clamp(previous frame + tanh change, 0, 1) instead of a
       sigmoid of the decoder, so copying the previous frame is exact (and is the untrained model);
     - `first_frame=True`: the decoder also sees the encoding of the sequence's first frame, the
       one frame a rollout is given, as a reference for the appearance that the previous
-      (predicted) frame may have lost.
+      (predicted) frame may have lost; `first_pose=True` adds the first frame's pose, which tells
+      the reference's figure from its background;
+    - `previous_pose=True`: the decoder also sees the previous frame's pose, so the motion from
+      one pose to the next is given rather than inferred from the previous frame's pixels.
+    Each adds its channels (F or L) to Decoder_Fusion's input.
     """
 
     def __init__(self, f_dim: int = 128, l_dim: int = 32, n_dim: int = 12, d_out_dim: int = 192,
-                 output: str = "sigmoid", first_frame: bool = False):
+                 output: str = "sigmoid", first_frame: bool = False, first_pose: bool = False,
+                 previous_pose: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.n_dim = n_dim
         self.residual = output == "residual"
-        self.first_frame = first_frame
+        self.first_frame, self.first_pose, self.previous_pose = first_frame, first_pose, previous_pose
         self.frame_encoder = RGB_Encoder(f_dim)
         self.label_encoder = Label_Encoder(l_dim)
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
-        fused = f_dim + l_dim + n_dim + (f_dim if first_frame else 0)
-        self.decoder_fusion = Decoder_Fusion(fused, d_out_dim)
+        context = f_dim * first_frame + l_dim * (first_pose + previous_pose)
+        self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim + context, d_out_dim)
         self.generator = Generator(d_out_dim, residual=self.residual)
         init_weights(self)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> "VideoCVAE":
-        return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim,
-                   output=config.output, first_frame=config.first_frame)
+        return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim, output=config.output,
+                   first_frame=config.first_frame, first_pose=config.first_pose,
+                   previous_pose=config.previous_pose)
+
+    @property
+    def has_context(self) -> bool:
+        return self.first_frame or self.first_pose or self.previous_pose
+
+    def context(self, first_feat: torch.Tensor, first_pose_feat: torch.Tensor,
+                previous_pose_feat: torch.Tensor) -> torch.Tensor | None:
+        """What the options add to the decoder's input, concatenated over channels (None: nothing)."""
+        parts = [x for x, on in ((first_feat, self.first_frame), (first_pose_feat, self.first_pose),
+                                 (previous_pose_feat, self.previous_pose)) if on]
+        return torch.cat(parts, dim=-3) if parts else None
 
     def decode(self, prev: torch.Tensor, prev_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
-               first_feat: torch.Tensor | None = None) -> torch.Tensor:
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted frame from the previous frame `prev` (pixels), its features, the pose's, z
-        and (with `first_frame`) the first frame's features."""
-        if self.first_frame:
-            prev_feat = torch.cat([prev_feat, first_feat], dim=1)
+        and the options' `context`."""
+        if context is not None:
+            prev_feat = torch.cat([prev_feat, context], dim=1)
         out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
         return (prev + out).clamp(0, 1) if self.residual else out
 
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
                     generator: torch.Generator | None = None, frames_per_pass: int | None = None,
-                    detach_feedback: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                    detach_feedback: bool = False,
+                    reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass over sequences [B, T, 3, H, W].
 
         Returns the predictions of frames 1..T-1, [B, T-1, 3, H, W], and the KL
@@ -207,6 +225,9 @@ class VideoCVAE(nn.Module):
         Without teacher forcing each prediction is fed back as the next previous
         frame; `detach_feedback` cuts the gradient through that path, so each step
         learns to correct the frame it is given rather than to shape it.
+        With `first_frame`, `reference` [B, 3, H, W] is the frame the decoder is
+        also conditioned on (default: frame 0 as given): the trainer passes the
+        clean frame 0 when the frames the model is conditioned on carry noise.
         """
         b, t = frames.shape[:2]
         chunk = frames_per_pass or b * t
@@ -221,15 +242,17 @@ class VideoCVAE(nn.Module):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).unflatten(0, (b, t - 1))
         kl_per_step = kl.sum(dim=(0, 2, 3, 4)) / b
         z = z.unflatten(0, (b, t - 1))
-        first_feat = frame_feat[:, :1].expand(b, t - 1, *frame_feat.shape[2:]) if self.first_frame else None
+        first = frame_feat[:, 0] if reference is None or not self.first_frame else self.frame_encoder(reference)
+        steps = (b, t - 1, -1, *frames.shape[3:])
+        context = self.context(first[:, None].expand(steps), pose_feat[:, :1].expand(steps), pose_feat[:, :-1])
 
         if teacher_forcing:
             # Time-major order so each pass holds whole steps of the batch.
-            def fold_time(x: torch.Tensor | None) -> torch.Tensor | None:
-                return None if x is None else _fold(x.transpose(0, 1))
+            def fold_time(x: torch.Tensor) -> torch.Tensor:
+                return _fold(x.transpose(0, 1))
             inputs = [fold_time(x) for x in (frames[:, :-1], frame_feat[:, :-1], pose_feat[:, 1:], z)]
-            if self.first_frame:
-                inputs.append(fold_time(first_feat))
+            if context is not None:
+                inputs.append(fold_time(context))
             pred = _in_passes(self.decode, chunk, *inputs)
             return pred.unflatten(0, (t - 1, b)).transpose(0, 1), kl_per_step
 
@@ -237,7 +260,7 @@ class VideoCVAE(nn.Module):
         prev, prev_feat = frames[:, 0], frame_feat[:, 0]
         for step in range(1, t):
             pred = self.decode(prev, prev_feat, pose_feat[:, step], z[:, step - 1],
-                               first_feat[:, 0] if self.first_frame else None)
+                               None if context is None else context[:, step - 1])
             preds.append(pred)
             if step < t - 1:
                 prev = pred.detach() if detach_feedback else pred
@@ -260,7 +283,9 @@ class VideoCVAE(nn.Module):
         out = torch.empty_like(poses)
         out[:, 0] = first_frame
         prev = first_frame
-        first_feat = self.frame_encoder(first_frame).repeat(k, 1, 1, 1) if self.first_frame else None
+        first_feat = self.frame_encoder(first_frame) if self.first_frame else None
+        previous_pose_feat = first_pose_feat = self.label_encoder(poses[:, 0]) if self.first_pose or \
+            self.previous_pose else None
         z_shape = (k * b, self.n_dim, *poses.shape[3:])
         for start in range(1, t, pose_chunk):
             stop = min(start + pose_chunk, t)
@@ -270,8 +295,10 @@ class VideoCVAE(nn.Module):
                 prev_feat = self.frame_encoder(prev).repeat(k, 1, 1, 1)
                 z = (torch.zeros(z_shape, device=poses.device, dtype=poses.dtype) if zero_z else
                      torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype))
+                context = self.context(first_feat, first_pose_feat, previous_pose_feat)
                 pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1),
-                                   z, first_feat)
+                                   z, None if context is None else context.repeat(k, 1, 1, 1))
+                previous_pose_feat = pose_feat[:, step - start]
                 prev = pred.unflatten(0, (k, b)).mean(dim=0)
                 if quantize:
                     prev = prev.mul(255).round().div(255)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import TrainConfig
 from .cvae import VideoCVAE
 from .data import TestSequence, to_uint8, to_unit
 from .metrics import masked_psnr_per_frame, psnr_per_frame
@@ -21,7 +22,23 @@ class Generated:
     region_psnr: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-def generate_sequences(model: VideoCVAE, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
+class RepeatFirstFrame:
+    """The baseline every model must beat: each frame of the rollout is the given first frame."""
+
+    def eval(self) -> "RepeatFirstFrame":
+        return self
+
+    def rollout(self, first_frame: torch.Tensor, poses: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return first_frame[:, None].expand_as(poses).clone()
+
+
+def untrained_model(config: TrainConfig, device: torch.device | str = "cpu") -> VideoCVAE:
+    """The model a training run of `config` starts from (same seed, so the same weights): a baseline."""
+    torch.manual_seed(config.seed)
+    return VideoCVAE.from_config(config).to(device)
+
+
+def generate_sequences(model: VideoCVAE | RepeatFirstFrame, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
                        length: int | None = None, device: torch.device | str = "cpu",
                        zero_z: bool = False, quantize: bool = False) -> list[Generated]:
     """Roll out every sequence (sequences of equal length together, in one batch);

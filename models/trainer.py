@@ -4,11 +4,13 @@ Knows nothing of Optuna or MLflow: the harness plugs in through `Callback`.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
@@ -49,8 +51,33 @@ class TrainResult:
     final_val_psnr_background: float = math.nan   # ... and over the rest
 
 
+def loss_terms(config: TrainConfig, pred: torch.Tensor, target: torch.Tensor,
+               kl_per_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reconstruction and KL terms of a batch, each summed over the steps 1..T-1.
+
+    pred, target: [B, T-1, 3, H, W]; kl_per_step: [T-1], the lab's KL (summed over the latent
+    elements, divided by the batch size). Reconstruction is a mean over pixels of the squared
+    (mse) or absolute (l1) error; kl_reduction "mean" divides the KL by the latent's N x H x W
+    elements, which puts it on the reconstruction's per-pixel scale."""
+    error = pred - target
+    recon = (error.abs() if config.recon_loss == "l1" else error.pow(2)).mean(dim=(0, 2, 3, 4)).sum()
+    kl = kl_per_step.sum()
+    if config.kl_reduction == "mean":
+        kl = kl / (config.n_dim * config.height * config.width)
+    return recon, kl
+
+
 class Diverged(RuntimeError):
     pass
+
+
+RANDOM_STREAMS = ("order", "noise", "rollout")
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of one of a run's random streams, hashed from the run's seed, so that the
+    streams of seeds s and s + 1 (two seeds of one trial) share nothing."""
+    return int(np.random.SeedSequence([seed, RANDOM_STREAMS.index(stream)]).generate_state(1)[0])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,13 +100,16 @@ class Trainer:
         self.execution = Execution.default_for(self.device, config.d_out_dim, config.height, config.width)
         self.model = self.execution.prepare(VideoCVAE.from_config(config).to(self.device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        # With `ema`, the weights' moving average is the model that is scored and exported.
+        self.averaged = copy.deepcopy(self.model).requires_grad_(False) if config.ema else None
+        self.averaged_steps = 0
         self.kl_annealing = KLAnnealing(config.kl_anneal_type, config.epochs,
                                         config.kl_anneal_cycle, config.kl_anneal_ratio)
         self.teacher_forcing = TeacherForcing(config.tfr, config.tfr_sde, config.tfr_d_step)
         # Separate streams: batch order and teacher-forcing draws on the CPU,
         # latent noise on the training device. Both are saved in checkpoints.
-        self.sampler = torch.Generator().manual_seed(config.seed)
-        self.noise = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.sampler = torch.Generator().manual_seed(stream_seed(config.seed, "order"))
+        self.noise = torch.Generator(device=self.device).manual_seed(stream_seed(config.seed, "noise"))
 
         self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
         self.val_img, self.val_label, self.val_mask = data.val_runs(config.val_vi_len, config.val_max_sequences)
@@ -109,7 +139,8 @@ class Trainer:
 
     # -- control -------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
-        """Ask the trainer to stop after the current epoch (used by pruning callbacks)."""
+        """Ask the trainer to stop after the current epoch (used by pruning callbacks); a run
+        whose last epoch is done completes."""
         self._stop_reason = reason
 
     @property
@@ -138,7 +169,11 @@ class Trainer:
 
     @property
     def running(self) -> bool:
-        return self._outcome is None and self.epoch < self.config.epochs
+        return self._outcome is None and self._stop_reason is None and self.epoch < self.config.epochs
+
+    @property
+    def diverged(self) -> bool:
+        return self._outcome is not None and self._outcome[0] == "diverged"
 
     def advance(self) -> None:
         """Train and validate one epoch, checkpoint it, and call the epoch callbacks."""
@@ -164,12 +199,15 @@ class Trainer:
         self.save_checkpoints(improved)
         for callback in self.callbacks:
             callback.on_epoch_end(self, metrics)
-        if self._stop_reason is not None and self.epoch < self.config.epochs:
-            self._outcome = ("stopped", f"stopped after epoch {self.epoch - 1}: {self._stop_reason}")
 
     def finish(self) -> TrainResult:
         """The run's result, scored on the full rollout when it completed; calls the end callbacks."""
-        status, message = self._outcome or ("completed", f"completed {self.config.epochs} epochs")
+        if self._outcome is not None:
+            status, message = self._outcome
+        elif self.epoch < self.config.epochs:
+            status, message = "stopped", f"stopped after epoch {self.epoch - 1}: {self._stop_reason}"
+        else:
+            status, message = "completed", f"completed {self.config.epochs} epochs"
         last = self.history[-1]["val_psnr"] if self.history else math.nan
         result = TrainResult(status, self.epoch, message, last, self.best_val_psnr, list(self.history))
         if status == "completed":
@@ -185,13 +223,13 @@ class Trainer:
         self.model.train()
         order = torch.randperm(len(self.train_img), generator=self.sampler)
         totals = torch.zeros(3, dtype=torch.float64)
-        forced_batches = 0
+        forced_batches = skipped = 0
         start = time.perf_counter()
         steps = self.steps_per_epoch
         for step in range(steps):
             self.set_learning_rate(self.epoch * steps + step)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            frames = to_unit(self.train_img[idx], self.device)
+            frames = self.recoloured(to_unit(self.train_img[idx], self.device))
             poses = to_unit(self.train_label[idx], self.device)
             # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
             forced = bool(torch.rand((), generator=self.sampler) < tfr)
@@ -199,13 +237,9 @@ class Trainer:
             with self.execution.autocast(self.device):
                 pred, kl_per_step = self.model.reconstruct(self.noisy(frames), poses, forced, self.noise,
                                                            self.execution.frames_per_pass,
-                                                           detach_feedback=cfg.feedback == "detached")
-            pred, kl_per_step = pred.float(), kl_per_step.float()
-            error = pred - frames[:, 1:]
-            recon = (error.abs() if cfg.recon_loss == "l1" else error.pow(2)).mean(dim=(0, 2, 3, 4)).sum()
-            kl = kl_per_step.sum()
-            if cfg.kl_reduction == "mean":     # per latent element instead of summed over N x H x W
-                kl = kl / (cfg.n_dim * cfg.height * cfg.width)
+                                                           detach_feedback=cfg.feedback == "detached",
+                                                           reference=frames[:, 0])
+            recon, kl = loss_terms(cfg, pred.float(), frames[:, 1:], kl_per_step.float())
             loss = cfg.w_recon * recon + cfg.w_kl * beta * kl
             values = torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
             if not torch.isfinite(values).all():
@@ -213,15 +247,22 @@ class Trainer:
                                f"loss={values[0].item():.4g} recon={values[1].item():.4g} kl={values[2].item():.4g}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if torch.isfinite(norm):
+                self.optimizer.step()
+                self.update_average()
+            else:   # backprop overflowed (long free-running chains): skip the update, as loss scalers do
+                skipped += 1
+                if skipped > max(1, steps // 4):
+                    raise Diverged(f"diverged at epoch {self.epoch}, step {step}: non-finite gradients "
+                                   f"in {skipped} of {step + 1} steps")
             totals += values
             for callback in self.callbacks:
                 callback.on_step_end(self, step, steps, values[0].item())
         means = (totals / steps).tolist()
         return {
             "epoch": self.epoch, "loss": means[0], "recon": means[1], "kl": means[2],
-            "beta": beta, "tfr": tfr, "teacher_forced": forced_batches / steps,
+            "beta": beta, "tfr": tfr, "teacher_forced": forced_batches / steps, "skipped_steps": skipped,
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
         }
 
@@ -234,9 +275,44 @@ class Trainer:
             rate *= 0.5 * (1 + math.cos(math.pi * global_step / total))
         return rate
 
+    @property
+    def scored_model(self) -> VideoCVAE:
+        """The model validation rolls out and checkpoints export: the weights' average with `ema`."""
+        return self.averaged if self.averaged is not None else self.model
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """One step of the weights' moving average; its decay ramps up over the first steps
+        ((1 + n) / (10 + n), capped at `ema`) so that the average does not remember the init."""
+        if self.averaged is None:
+            return
+        self.averaged_steps += 1
+        decay = min(self.config.ema, (1 + self.averaged_steps) / (10 + self.averaged_steps))
+        for mine, theirs in zip(self.averaged.parameters(), self.model.parameters()):
+            mine.lerp_(theirs, 1 - decay)
+        for mine, theirs in zip(self.averaged.buffers(), self.model.buffers()):   # batch-norm statistics
+            mine.copy_(theirs)
+
     def set_learning_rate(self, global_step: int) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(global_step)
+
+    def recoloured(self, frames: torch.Tensor) -> torch.Tensor:
+        """`frames` [B, T, 3, H, W] with each sequence's colours remapped (`colour_augment`):
+        channel c becomes offset + scale * x of a random channel, scale in +-[0.5, 1] and the
+        offset keeping the result in [0, 1], so nothing is clipped. One map per sequence, the
+        same for all its frames: it stays a video, of a dancer the data set did not have."""
+        if not self.config.colour_augment:
+            return frames
+        b = frames.shape[0]
+        shape = (b, 1, 3, 1, 1)
+        draw = lambda: torch.rand(shape, generator=self.noise, device=frames.device)    # noqa: E731
+        magnitude = 0.5 + 0.5 * draw()
+        sign = torch.where(draw() < 0.5, -1.0, 1.0)
+        offset = (1 - magnitude) * draw() + (sign < 0) * magnitude      # the image of [0, 1] stays inside it
+        order = torch.argsort(torch.rand((b, 3), generator=self.noise, device=frames.device), dim=1)
+        shuffled = torch.take_along_dim(frames, order[:, None, :, None, None], dim=2)
+        return offset + sign * magnitude * shuffled
 
     def noisy(self, frames: torch.Tensor) -> torch.Tensor:
         """`frames` [B, T, ...] plus Gaussian noise of a std drawn per sequence in [0, input_noise].
@@ -254,16 +330,17 @@ class Trainer:
     # -- validation ----------------------------------------------------------
     def rollout(self, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         """Autoregressive rollout in eval mode with a fixed noise seed (same draws every epoch)."""
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
-        was_training = self.model.training
-        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(stream_seed(self.config.seed, "rollout"))
+        model = self.scored_model
+        was_training = model.training
+        model.eval()
         try:
             with self.execution.autocast(self.device):
-                return self.model.rollout(first_frames, poses, self.config.val_samples, generator,
-                                          zero_z=self.config.rollout_z == "zero",
-                                          quantize=self.config.rollout_quantize).float()
+                return model.rollout(first_frames, poses, self.config.val_samples, generator,
+                                     zero_z=self.config.rollout_z == "zero",
+                                     quantize=self.config.rollout_quantize).float()
         finally:
-            self.model.train(was_training)
+            model.train(was_training)
 
     @property
     def epoch_val_len(self) -> int:
@@ -326,6 +403,8 @@ class Trainer:
             "config": self.config.to_dict(),
             "epoch": self.epoch,
             "model": self.model.state_dict(),
+            **({"averaged_model": self.averaged.state_dict(), "averaged_steps": self.averaged_steps}
+               if self.averaged is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "kl_annealing": self.kl_annealing.state_dict(),
             "teacher_forcing": self.teacher_forcing.state_dict(),
@@ -341,6 +420,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged_model"])
+            self.averaged_steps = state["averaged_steps"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_annealing.load_state_dict(state["kl_annealing"])
         self.teacher_forcing.load_state_dict(state["teacher_forcing"])

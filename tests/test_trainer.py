@@ -30,8 +30,9 @@ class StopAfter(Callback):
 
 
 def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, tmp_path):
-    # Both teacher-forcing branches in play, and noise augmentation drawing from the saved noise RNG.
-    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0, input_noise=0.05)
+    # Both teacher-forcing branches in play, noise augmentation drawing from the saved noise RNG, the
+    # weights' average and a learning rate that depends on the step.
+    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0, input_noise=0.05, ema=0.9, lr_schedule="cosine")
     straight = Trainer(config, tiny_data, tmp_path / "straight")
     straight.fit()
 
@@ -45,6 +46,8 @@ def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, 
     assert result.status == "completed" and result.epochs_run == 3
     for key, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    for key, value in straight.averaged.state_dict().items():
+        torch.testing.assert_close(resumed.averaged.state_dict()[key], value, rtol=0, atol=0, msg=key)
     for a, b in zip(straight.history, resumed.history):
         assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
     assert resumed.val_psnr_per_frame == straight.val_psnr_per_frame
@@ -130,9 +133,11 @@ def test_short_training_raises_validation_psnr_above_the_untrained_model(tiny_da
     result = trainer.fit()
     untrained = sum(trainer.baselines["untrained model"][1:]) / (config.val_vi_len - 1)
     losses = [h["recon"] for h in result.history]
-    # Measured (seed 0, this data): recon 0.214 -> 0.126; val PSNR 16.3 dB untrained -> 20.0 dB best.
-    assert losses[-1] < 0.75 * losses[0]
-    assert result.best_val_psnr > untrained + 2.5
+    # Measured on this data, seeds 0, 1, 2: recon of the two teacher-forced epochs 0.209 -> 0.167,
+    # 0.231 -> 0.150, 0.202 -> 0.116 (free-running epochs 2-3 score their own, higher, loss);
+    # best val PSNR above the untrained model by 2.2, 2.3 and 1.7 dB.
+    assert losses[1] < 0.85 * losses[0]
+    assert result.best_val_psnr > untrained + 1.2
 
 
 def test_short_epoch_rollouts_are_prefixes_of_the_final_full_rollout(tiny_data, tiny_config, tmp_path):
