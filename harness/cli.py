@@ -204,7 +204,7 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
 
     from models.checkpoint import load_model
     from models.data import load_test_sequences
-    from models.generate import generate_sequences, write_submission_csv
+    from models.generate import RepeatFirstFrame, generate_sequences, untrained_model, write_submission_csv
     from models.metrics import REGIONS
     from models.trainer import resolve_device
 
@@ -220,8 +220,9 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     sequences = load_test_sequences(root, height=config.height, width=config.width, cache_dir=frames_cache_dir())
     k = samples or config.val_samples
     echo(f"rolling out {len(sequences)} sequence(s) from {root} with K={k} on {torch_device}")
-    generated = generate_sequences(model, sequences, samples=k, seed=seed, length=length, device=torch_device,
-                                   zero_z=config.rollout_z == "zero", quantize=config.rollout_quantize)
+    rollout = {"samples": k, "seed": seed, "length": length, "device": torch_device,
+               "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize}
+    generated = generate_sequences(model, sequences, **rollout)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, curves, figure_curves = [], {}, {}
@@ -230,24 +231,34 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
         truth = to_uint8_frames(seq.truth[:count]) if seq.truth is not None else None
         write_rollout_gif(out_dir / f"rollout_{gen.index}.gif", prediction=to_uint8_frames(gen.frames),
                           truth=truth, pose=to_uint8_frames(seq.labels[:count]))
-        if gen.psnr is not None:
-            curves[f"sequence {gen.index}"] = gen.psnr.numpy()
-            if "figure" in gen.region_psnr:
-                figure_curves[f"sequence {gen.index}"] = gen.region_psnr["figure"].numpy()
-            # Region columns only where the test split has masks (NaN in a frame without the figure).
-            rows += [{"sequence": gen.index, "frame": i, "psnr": float(v),
-                      **{f"psnr_{region}": float(values[i]) for region, values in gen.region_psnr.items()}}
-                     for i, v in enumerate(gen.psnr)]
     write_submission_csv(generated, out_dir / "submission.csv")
-    if rows:
+    if any(gen.psnr is not None for gen in generated):
+        # Where ground truth exists, the two baselines roll out the same sequences beside the model.
+        runs = {"model": generated,
+                "repeat first frame": generate_sequences(RepeatFirstFrame(), sequences, **rollout),
+                "untrained model": generate_sequences(untrained_model(config, torch_device), sequences, **rollout)}
+        for name, results in runs.items():
+            for gen in results:
+                if gen.psnr is None:
+                    continue
+                label = f"sequence {gen.index}" + ("" if name == "model" else f": {name}")
+                curves[label] = gen.psnr.numpy()
+                if "figure" in gen.region_psnr:
+                    figure_curves[label] = gen.region_psnr["figure"].numpy()
+                # Region columns only where the test split has masks (NaN in a frame without the figure).
+                rows += [{"curve": name, "sequence": gen.index, "frame": i, "psnr": float(v),
+                          **{f"psnr_{region}": float(values[i]) for region, values in gen.region_psnr.items()}}
+                         for i, v in enumerate(gen.psnr)]
         table = pd.DataFrame(rows)
         table.to_csv(out_dir / "psnr_per_frame.csv", index=False)
         plot_psnr_per_frame(curves, out_dir / "psnr_per_frame.png", title=f"Rollout PSNR per frame ({ckpt.name})",
                             figure_psnr=figure_curves or None)
         predicted = table[table.frame > 0]
-        regions = ", ".join(f"{region} {predicted[f'psnr_{region}'].mean():.2f} dB"
-                            for region in REGIONS if f"psnr_{region}" in table)
-        echo(f"mean PSNR over predicted frames: {predicted.psnr.mean():.2f} dB" + (f" ({regions})" if regions else ""))
+        for name, part in predicted.groupby("curve", sort=False):
+            regions = ", ".join(f"{region} {part[f'psnr_{region}'].mean():.2f} dB"
+                                for region in REGIONS if f"psnr_{region}" in part)
+            echo(f"mean PSNR over predicted frames, {name}: {part.psnr.mean():.2f} dB"
+                 + (f" ({regions})" if regions else ""))
     echo(f"wrote {len(generated)} GIF(s), submission.csv ({sum(len(g.frames) for g in generated)} rows) to {out_dir}")
 
 

@@ -13,15 +13,19 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from . import report_figures as figures
 from .run_outputs import ROLLOUT_GIF
-from .study_tables import trials_table
+from .study_tables import anneal_table, trials_table
 from .sweep import best_trial
-from .tracking import TRIAL_TAG, StudyTracker
+from .tracking import TRIAL_TAG, StudyTracker, baseline_key, seed_prefix
+
+# The baselines a trial scores on its validation rollout (models.trainer.Trainer.compute_baselines).
+BASELINES = ("repeat first frame", "untrained model")
 
 CURVE_KEYS = ("loss", "recon", "kl", "beta", "tfr", "val_psnr", "val_mse")
 SCHEDULES_PNG = "best_trial_schedules.png"
@@ -41,7 +45,8 @@ class TrialCurves:
     trial: FrozenTrial
     anneal: str                 # KL-annealing type of the trial (from its run's params)
     history: pd.DataFrame       # one row per epoch, columns epoch + CURVE_KEYS
-    per_frame: list[float]      # PSNR per frame of its last validation rollout
+    per_frame: list[float]      # PSNR per frame of its last validation rollout, from frame 1
+    baselines: dict[str, list[float]]   # the same for the baselines it scored (repeat frame 0, untrained)
 
 
 def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path) -> Path:
@@ -58,7 +63,8 @@ def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path)
     table.to_csv(out_dir / "trials.csv", index=False)
 
     best_by_anneal = _best_by_anneal(curves)
-    sections = [_schedules_section(curves, trials, out_dir), _curves_section(curves, best_by_anneal, out_dir),
+    sections = [_answer_section(study, curves, best_by_anneal, out_dir),
+                _schedules_section(curves, trials, out_dir), _curves_section(curves, best_by_anneal, out_dir),
                 _per_frame_section(best_by_anneal, out_dir), _history_section(study, trials, out_dir),
                 _table_section(table), _rollout_section(tracker, best_trial(trials), out_dir)]
     index = out_dir / "index.html"
@@ -80,9 +86,16 @@ def _trial_curves(tracker: StudyTracker, trial: FrozenTrial) -> TrialCurves | No
     epochs = sorted(set().union(*(values.keys() for values in columns.values())))
     history = pd.DataFrame({"epoch": epochs, **{key: [columns[key].get(e, math.nan) for e in epochs]
                                                   for key in CURVE_KEYS}})
-    per_frame = [m.value for m in sorted(client.get_metric_history(run_id, "val_psnr_per_frame"),
-                                         key=lambda m: m.step)]
-    return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame)
+    per_frame = _series(tracker, run_id, "val_psnr_per_frame")
+    baselines = {name: values for name in BASELINES
+                 if (values := _series(tracker, run_id, f"{baseline_key(name)}_per_frame"))}
+    return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame, baselines)
+
+
+def _series(tracker: StudyTracker, run_id: str, key: str) -> list[float]:
+    """A per-frame series of a run, frame 1 first (frame 0 is given and not logged); gaps are NaN."""
+    by_frame = {m.step: m.value for m in tracker.client.get_metric_history(run_id, key)}
+    return [by_frame.get(frame, math.nan) for frame in range(1, max(by_frame, default=0) + 1)]
 
 
 def _best_by_anneal(curves: list[TrialCurves]) -> dict[str, TrialCurves]:
@@ -129,13 +142,22 @@ def _per_frame_section(best_by_anneal: dict[str, TrialCurves], out_dir: Path) ->
     best = {anneal: c for anneal, c in best_by_anneal.items() if c.per_frame}
     if not best:
         return _section("PSNR per frame", "<p>No completed trial yet.</p>")
-    pd.DataFrame([{"anneal": anneal, "trial": c.trial.number, "frame": frame, "psnr": value}
-                  for anneal, c in sorted(best.items()) for frame, value in enumerate(c.per_frame)]
-                 ).to_csv(out_dir / "psnr_per_frame.csv", index=False)
+    # The baselines of the best trial overall (repeat frame 0 is the same for every trial of a study).
+    top = max(best.values(), key=lambda c: c.trial.value)
+    baselines = top.baselines
+    rows = [{"curve": f"{anneal} (trial {c.trial.number})", "frame": frame, "psnr": value}
+            for anneal, c in sorted(best.items()) for frame, value in enumerate(c.per_frame, start=1)]
+    rows += [{"curve": f"baseline: {name}", "frame": frame, "psnr": value}
+             for name, values in baselines.items() for frame, value in enumerate(values, start=1)]
+    pd.DataFrame(rows).to_csv(out_dir / "psnr_per_frame.csv", index=False)
     figures.plot_psnr_per_frame_by_anneal({a: (c.trial.number, c.per_frame) for a, c in best.items()},
-                                          out_dir / PER_FRAME_PNG)
+                                          baselines, out_dir / PER_FRAME_PNG)
+    missing = "" if baselines else (" The trials scored no baselines (their spec sets <code>baselines: false</code>),"
+                                    " so none are drawn.")
     return _section("PSNR per frame", "<p>The full validation rollout of the best trial of each "
-                    "KL-annealing type.</p>" + _figure(PER_FRAME_PNG, "psnr_per_frame.csv"))
+                    f"KL-annealing type, beside the baselines of trial {top.trial.number} (dashed): repeating "
+                    f"the first frame, and the untrained model.{missing}</p>"
+                    + _figure(PER_FRAME_PNG, "psnr_per_frame.csv"))
 
 
 def _history_section(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path) -> str:
@@ -164,6 +186,41 @@ def _history_section(study: optuna.Study, trials: list[FrozenTrial], out_dir: Pa
     return _section("Optimisation", body)
 
 
+def _answer_section(study: optuna.Study, curves: list[TrialCurves], best_by_anneal: dict[str, TrialCurves],
+                    out_dir: Path) -> str:
+    """The study's answer: the best trial of each KL-annealing type with its interval over seeds, its
+    gain over the reference and over the best other type, each marked when it lies within noise; and
+    whether the best model beats repeating the first frame at all."""
+    table = anneal_table(study, {c.trial.number: c.anneal for c in curves})
+    if table.empty:
+        return _section("Which KL annealing", "<p>No completed trial yet.</p>")
+    table.to_csv(out_dir / "best_by_anneal.csv", index=False)
+    notes = []
+    top = best_by_anneal.get(table["kl_anneal_type"].iloc[0])
+    repeat = top.baselines.get("repeat first frame") if top else None
+    if repeat:
+        margin = top.trial.value - float(np.nanmean(repeat))
+        notes.append(f"The best model (trial {top.trial.number}) scores {top.trial.value:.2f} dB, "
+                     f"{abs(margin):.2f} dB {'above' if margin > 0 else 'below'} repeating the first frame "
+                     f"({np.nanmean(repeat):.2f} dB)" + ("." if margin > 0 else
+                                                           ": it has learned nothing a reader should use."))
+    if (table["seeds"] < 2).any():
+        notes.append("Trials with one seed have no interval: their differences cannot be told from noise.")
+    return _section("Which KL annealing", "<p>The best completed trial of each type, its mean over seeds "
+                    "with a 95% interval (Student t), and Welch's 95% interval for its gain over the "
+                    "reference trial and for its lead over the best other type; "
+                    "<em>within noise</em>: the interval holds 0.</p>"
+                    + "".join(f"<p>{html.escape(note)}</p>" for note in notes)
+                    + _html_table(table, "best-by-anneal")
+                    + '<p>data: <a href="best_by_anneal.csv">best_by_anneal.csv</a></p>')
+
+
+def _html_table(table: pd.DataFrame, table_id: str) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for _, row in table.iterrows())
+    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+
+
 def _table_section(table: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     rows = []
@@ -180,9 +237,12 @@ def _rollout_section(tracker: StudyTracker, best: FrozenTrial | None, out_dir: P
     run_id = best.user_attrs.get("mlflow_run_id") if best is not None else None
     if not run_id:
         return _section("Best trial's rollout", "<p>No completed trial yet.</p>")
+    seeds = best.user_attrs.get("seeds") or []
+    prefix = seed_prefix(best.user_attrs["best_seed"], len(seeds)) if len(seeds) > 1 else ""
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(tracker.client.download_artifacts(run_id, ROLLOUT_GIF, tmp), out_dir / BEST_GIF)
-    return _section(f"Best trial's rollout (trial {best.number})",
+        shutil.copy(tracker.client.download_artifacts(run_id, prefix + ROLLOUT_GIF, tmp), out_dir / BEST_GIF)
+    which = f", seed {best.user_attrs['best_seed']}, the best of its {len(seeds)}" if prefix else ""
+    return _section(f"Best trial's rollout (trial {best.number}{which})",
                     "<p>Validation rollout: pose, prediction and ground truth side by side.</p>"
                     f'<img src="{BEST_GIF}" alt="rollout of trial {best.number}">')
 

@@ -16,6 +16,7 @@ from .plots import new_figure, save_figure
 ANNEAL_COLORS = {"None": "tab:gray", "Monotonic": "tab:blue", "Cyclical": "tab:orange", "Sigmoid": "tab:green"}
 OTHER_COLOR = "tab:purple"
 STATE_MARKERS = {"PRUNED": "x", "FAIL": "X", "RUNNING": ">"}
+BASELINE_STYLES = ("--", ":")
 
 
 def anneal_color(anneal: str) -> str:
@@ -79,18 +80,24 @@ def plot_curves_by_anneal(curves: pd.DataFrame, bold: set[int], path: Path) -> P
     return save_figure(figure, path)
 
 
-def plot_psnr_per_frame_by_anneal(series: Mapping[str, tuple[int, Sequence[float]]], path: Path) -> Path:
-    """PSNR per frame of the validation rollout of the best trial of each annealing type, from
-    frame 1 (frame 0 is given to the model, its PSNR is capped and would flatten the rest)."""
+def plot_psnr_per_frame_by_anneal(series: Mapping[str, tuple[int, Sequence[float]]],
+                                  baselines: Mapping[str, Sequence[float]], path: Path) -> Path:
+    """PSNR per frame of the validation rollout of the best trial of each annealing type, beside the
+    baselines on the same rollout (dashed), from frame 1 (frame 0 is given to the model, its PSNR is
+    capped and would flatten the rest): a model below "repeat first frame" has learned nothing to use."""
     figure = new_figure(height_in=4.2)
     ax = figure.subplots()
     for anneal, (trial, values) in sorted(series.items()):
         values = np.asarray(values, dtype=float)
-        ax.plot(np.arange(1, len(values)), values[1:], color=anneal_color(anneal), lw=1.4,
-                label=f"{anneal} (trial {trial}, mean {values[1:].mean():.2f} dB)")
+        ax.plot(np.arange(1, len(values) + 1), values, color=anneal_color(anneal), lw=1.4,
+                label=f"{anneal} (trial {trial}, mean {np.nanmean(values):.2f} dB)")
+    for (name, values), style in zip(baselines.items(), BASELINE_STYLES):
+        values = np.asarray(values, dtype=float)
+        ax.plot(np.arange(1, len(values) + 1), values, color="black", lw=1.1, ls=style,
+                label=f"baseline: {name} (mean {np.nanmean(values):.2f} dB)")
     ax.set_xlabel("frame of the validation rollout")
     ax.set_ylabel("PSNR (dB)")
-    ax.set_title("PSNR per frame, best trial of each KL-annealing type")
+    ax.set_title("PSNR per frame, best trial of each KL-annealing type, and the baselines")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return save_figure(figure, path)

@@ -160,3 +160,16 @@ class RunOutputs(Callback):
                       **{name: np.asarray(v) for name, v in trainer.baselines.items()}}
             plot_psnr_per_frame(curves, self.run_dir / PSNR_PNG, title=f"Validation PSNR per frame, {when}",
                                 figure_psnr=figure_curves(trainer) or None)
+
+
+def write_seed_plot(trainers: list[Trainer], seeds: list[int], folder: Path) -> None:
+    """A trial with several seeds: PSNR per frame of each seed, their mean and the baselines
+    (the seeds' mean untrained model), as PSNR_CSV and PSNR_PNG in the trial's folder."""
+    curves = {f"seed {seed}": np.asarray(t.val_psnr_per_frame) for seed, t in zip(seeds, trainers)}
+    curves["mean over seeds"] = np.mean(list(curves.values()), axis=0)
+    for name in trainers[0].baselines:
+        curves[name] = np.mean([t.baselines[name] for t in trainers], axis=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"frame": np.arange(len(curves["mean over seeds"])), **curves}).to_csv(folder / PSNR_CSV,
+                                                                                         index=False)
+    plot_psnr_per_frame(curves, folder / PSNR_PNG, title=f"Validation PSNR per frame, {len(seeds)} seeds")

@@ -15,10 +15,12 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import optuna
 import yaml
+from optuna.trial import FrozenTrial, TrialState
 
 from models.config import ConfigError, TrainConfig
 
@@ -31,7 +33,7 @@ NOT_IN_SPEC = ("data", "device", "loss_convention")
 CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 _TOP_KEYS = ("name", "description", "objective", "n_trials", "timeout", "data", "budget", "fixed",
-             "search_space", "sampler", "pruner", "enqueue", "retries")
+             "search_space", "sampler", "pruner", "enqueue", "retries", "seeds")
 _REQUIRED_TOP_KEYS = ("name", "n_trials", "budget", "search_space")
 _PARAM_FIELDS = {
     "categorical": ("type", "choices", "when"),
@@ -119,6 +121,7 @@ class StudySpec:
     pruner: dict[str, Any]
     enqueue: tuple[dict, ...]  # the first is the reference trial (the lab's defaults)
     retries: int  # how often a failed trial (dead worker) is retried
+    seeds: int = 1  # trainings per trial, one per seed; the trial's value is their mean
 
 
 def studies_dir() -> Path:
@@ -171,24 +174,85 @@ def train_values(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:
     return {**spec.fixed, **spec.budget, **params}
 
 
+def trial_seed(seed: int, trial_number: int) -> int:
+    """The sampler's seed for one trial: a hash of the study's seed and the trial's number."""
+    return int(np.random.SeedSequence([seed, trial_number]).generate_state(1)[0])
+
+
+class PerTrialSeedSampler(optuna.samplers.BaseSampler):
+    """The spec's sampler, created afresh for each trial with a seed derived from the spec's
+    seed and the trial's number (`trial_seed`).
+
+    Optuna's samplers keep one random stream per process: every process that loads a study
+    with the same seed draws the same points, so a rerun, an extension and each parallel worker
+    would start by repeating points an earlier process drew. Trial numbers are unique within a
+    study, so here no two trials share a stream, and a study run from scratch by one worker
+    still draws the same points for the same seed. One inner sampler per trial in flight, so
+    that a worker may hold several trials at once.
+    """
+
+    def __init__(self, factory: Callable[[int], optuna.samplers.BaseSampler], seed: int):
+        self._factory = factory
+        self._seed = seed
+        self._per_trial: dict[int, optuna.samplers.BaseSampler] = {}
+
+    def for_seed(self, seed: int) -> optuna.samplers.BaseSampler:
+        """The spec's sampler with this seed (what a trial gets, with `trial_seed`)."""
+        return self._factory(seed)
+
+    def _sampler(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        if trial.number not in self._per_trial:
+            self._per_trial[trial.number] = self.for_seed(trial_seed(self._seed, trial.number))
+        return self._per_trial[trial.number]
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict:
+        return self._sampler(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict[str, Any]:
+        return self._sampler(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._sampler(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._sampler(trial).after_trial(study, trial, state, values)
+        self._per_trial.pop(trial.number, None)
+
+
 def make_sampler(spec: StudySpec, seed: int | None = None) -> optuna.samplers.BaseSampler:
-    """The spec's sampler; `seed` overrides the spec's (e.g. one seed per parallel worker)."""
+    """The spec's sampler, seeded per trial (`PerTrialSeedSampler`) except the grid; `seed`
+    overrides the spec's."""
     options = dict(spec.sampler)
     kind = options.pop("type")
-    if seed is not None:
-        options["seed"] = seed
-    if kind == "random":
-        return optuna.samplers.RandomSampler(**options)
+    spec_seed = options.pop("seed")
+    base_seed = spec_seed if seed is None else seed
     if kind == "grid":
-        return optuna.samplers.GridSampler(_grid(spec), **options)
+        # The grid sampler numbers its shuffled grid and skips the numbers trials have taken, so
+        # every trial must see the same shuffle: one instance. Racing workers may still pick one
+        # point twice; the objective then skips the repeat (harness.objective.repeated_trial).
+        return _sampler(kind, options, base_seed, spec)
+    return PerTrialSeedSampler(lambda trial_seed: _sampler(kind, options, trial_seed, spec), base_seed)
+
+
+def _sampler(kind: str, options: dict[str, Any], seed: int, spec: StudySpec) -> optuna.samplers.BaseSampler:
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed, **options)
+    if kind == "grid":
+        return optuna.samplers.GridSampler(_grid(spec), seed=seed, **options)
     # Explicit, so that the behaviour does not follow Optuna's version default. The space may be
     # conditional, so multivariate TPE needs group=True to model each sub-space jointly.
+    options = dict(options)
     multivariate = options.pop("multivariate", False)
     if not multivariate:
-        return optuna.samplers.TPESampler(multivariate=False, **options)
+        return optuna.samplers.TPESampler(multivariate=False, seed=seed, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group` is experimental
-        return optuna.samplers.TPESampler(multivariate=True, group=True, **options)
+        return optuna.samplers.TPESampler(multivariate=True, group=True, seed=seed, **options)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -304,6 +368,7 @@ class _Reader:
             data=None if data == "synthetic" else data, fixed=dict(fixed), search_space=space,
             sampler=sampler, pruner=pruner, enqueue=self.enqueue(_or_empty(raw, "enqueue", []), space, grid),
             retries=self.integer(raw.get("retries", 2), "retries", 0),
+            seeds=self.integer(raw.get("seeds", 1), "seeds", 1),
         )
         self.train_config(spec)
         return spec

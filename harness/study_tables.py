@@ -6,7 +6,9 @@ import math
 import optuna
 import pandas as pd
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+
+from .intervals import Interval, difference_interval, mean_interval
 
 from .stores import Stores
 from .sweep import STATES, best_trial, open_storage, state_counts
@@ -44,25 +46,56 @@ def studies_table(stores: Stores) -> pd.DataFrame:
                                        "best_trial", "started"])
 
 
+def seed_values(trial: FrozenTrial) -> list[float]:
+    """A completed trial's value per seed (one value for a one-seed trial); empty otherwise."""
+    if trial.state != TrialState.COMPLETE:
+        return []
+    return [float(v) for v in trial.user_attrs.get("seed_values") or [trial.value]]
+
+
+def reference_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The study's completed reference trial: its first enqueued one, the lab's defaults."""
+    return next((t for t in trials if t.user_attrs.get("enqueued") == "reference"
+                 and t.state == TrialState.COMPLETE), None)
+
+
+def verdict(gap: Interval) -> str:
+    """How a gap reads: beyond noise either way, within it, or unknown (too few seeds)."""
+    if not math.isfinite(gap.mean):
+        return ""
+    if not math.isfinite(gap.half_width):
+        return "no interval (1 seed)"
+    if gap.holds_zero:
+        return "within noise"
+    return "better" if gap.mean > 0 else "worse"
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, params, final and best per-epoch PSNR, epochs, duration, MLflow run,
-    and the gain over the study's reference trial (its first enqueued one)."""
+    """One row per trial: state, params, final PSNR as the mean over its seeds with a 95% interval,
+    the gain over the study's reference trial (its first enqueued one) with Welch's interval and
+    whether it lies beyond noise, the best per-epoch PSNR, epochs, duration, MLflow run."""
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for t in trials for name in t.params})
-    reference = next((t for t in trials if t.user_attrs.get("enqueued") == "reference"
-                      and t.state == TrialState.COMPLETE), None)
+    reference = reference_trial(trials)
+    reference_values = seed_values(reference) if reference else []
     retried_as = {history[-1]: t.number for t in trials
                   if (history := RetryHeartbeatStaleTrialCallback.retry_history(t))}
     rows = []
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else math.nan
-        value = t.value if t.state == TrialState.COMPLETE else math.nan
+        values = seed_values(t)
+        value = mean_interval(values)
+        gap = difference_interval(values, reference_values)
         rows.append({
             "trial": t.number, "state": t.state.name,
             **{name: t.params.get(name) for name in param_names},
-            "final_psnr": value,
-            "gain_vs_reference": value - reference.value if reference else math.nan,
+            "seeds": len(values) or len(t.user_attrs.get("seeds") or [0]),
+            "final_psnr": value.mean,
+            "ci95": value.half_width,
+            "gain_vs_reference": gap.mean,
+            "gain_ci95": gap.half_width,
+            "vs_reference": "reference" if reference is not None and t.number == reference.number else verdict(gap),
             "best_epoch_psnr": _number(t.user_attrs.get("best_val_psnr")),
             "epochs_run": t.user_attrs.get("epochs_run"),
             "duration_s": round(duration, 1),
@@ -70,6 +103,36 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "note": _note(t, retried_as.get(t.number)),
         })
     return pd.DataFrame(rows)
+
+
+def anneal_table(study: optuna.Study, kind_of: dict[int, str] | None = None) -> pd.DataFrame:
+    """The best completed trial of each KL-annealing type with its 95% interval, its gain over the
+    reference trial and over the best other type, each with Welch's interval and a verdict.
+    `kind_of` gives trial -> type where the type was fixed by the spec rather than searched."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    kinds = {t.number: t.params.get("kl_anneal_type") or (kind_of or {}).get(t.number) for t in trials}
+    best: dict[str, FrozenTrial] = {}
+    for t in trials:
+        kind = kinds[t.number]
+        if kind and (kind not in best or t.value > best[kind].value):
+            best[kind] = t
+    reference = reference_trial(trials)
+    rows = []
+    for kind, t in sorted(best.items(), key=lambda item: -item[1].value):
+        values = seed_values(t)
+        value = mean_interval(values)
+        gap = difference_interval(values, seed_values(reference)) if reference else Interval(math.nan, math.nan)
+        others = [o for k, o in best.items() if k != kind]
+        runner_up = max(others, key=lambda o: o.value) if others else None
+        lead = difference_interval(values, seed_values(runner_up)) if runner_up else Interval(math.nan, math.nan)
+        rows.append({"kl_anneal_type": kind, "trial": t.number, "seeds": len(values),
+                     "final_psnr": value.mean, "ci95": value.half_width,
+                     "gain_vs_reference": gap.mean, "gain_ci95": gap.half_width, "vs_reference": verdict(gap),
+                     "vs_best_other_type": f"{kinds[runner_up.number]} (trial {runner_up.number})" if runner_up else "",
+                     "gap": lead.mean, "gap_ci95": lead.half_width, "gap_verdict": verdict(lead)})
+    return pd.DataFrame(rows, columns=["kl_anneal_type", "trial", "seeds", "final_psnr", "ci95", "gain_vs_reference",
+                                       "gain_ci95", "vs_reference", "vs_best_other_type", "gap", "gap_ci95",
+                                       "gap_verdict"])
 
 
 def _number(value: object) -> float:
@@ -81,6 +144,8 @@ def _note(trial: optuna.trial.FrozenTrial, retried_as: int | None) -> str:
     parts = []
     if trial.user_attrs.get("enqueued") == "reference":
         parts.append("reference")
+    if "repeat_of" in trial.user_attrs:
+        parts.append(f"repeat of trial {trial.user_attrs['repeat_of']}'s point, not trained")
     history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
     if history:
         resumed = trial.user_attrs.get("resumed_epochs")

@@ -40,6 +40,8 @@ GRACE_SECONDS = 30
 STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 # A worker gives up after this many failed trials in a row: something is wrong beyond one config.
 MAX_CONSECUTIVE_FAILURES = 3
+# ... and after this many sampled repeats in a row: the sampler finds no new point in the space.
+MAX_CONSECUTIVE_REPEATS = 20
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)   # the harness prints its own line per trial
 # Heartbeats and retry history are marked experimental in Optuna 5; the harness relies on them knowingly.
@@ -119,9 +121,11 @@ class StaleTrialHandler:
 
 
 def spec_fingerprint(spec: StudySpec) -> str:
-    """What makes trials comparable: data, budget, fixed values, search space and objective."""
+    """What makes trials comparable: data, budget, fixed values, search space, objective and seeds."""
     parts = {"data": spec.data, "budget": spec.budget, "fixed": spec.fixed, "metric": spec.metric,
              "space": {name: repr(param) for name, param in spec.search_space.items()}}
+    if spec.seeds != 1:     # absent for one seed, so studies created before seeds existed still match
+        parts["seeds"] = spec.seeds
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -170,9 +174,11 @@ def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
 
 
 def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials that count toward the target: run or running, each retried trial once."""
+    """Trials that count toward the target: run or running, each retried trial once; a sampled
+    repeat of an earlier point, which was not trained, does not count."""
     retried = retried_numbers(trials)
-    return [t for t in trials if t.state != TrialState.WAITING and t.number not in retried]
+    return [t for t in trials if t.state != TrialState.WAITING and t.number not in retried
+            and "repeat_of" not in t.user_attrs]
 
 
 def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
@@ -208,7 +214,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
          f"tracking {safe_url(stores.tracking_uri)}")
 
     started = time.monotonic()
-    ran, failures_in_row, durations = 0, 0, []
+    ran, failures_in_row, repeats_in_row, durations = 0, 0, 0, []
     waiting_for: set[int] = set()
     while True:
         if timeout is not None and time.monotonic() - started >= timeout:
@@ -239,9 +245,18 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
         except KeyboardInterrupt:
             requeue_interrupted(study, ctx.current_trial, on_stale)
             raise
+        last = finished[0]
+        if "repeat_of" in last.user_attrs:
+            echo(f"trial {last.number}: the sampler repeated trial {last.user_attrs['repeat_of']}'s point; not trained")
+            repeats_in_row += 1
+            if repeats_in_row >= MAX_CONSECUTIVE_REPEATS:
+                echo(f"the sampler proposed {repeats_in_row} points in a row that the study already has: "
+                     "its search space looks exhausted; stopping this worker")
+                break
+            continue
+        repeats_in_row = 0
         durations.append(time.monotonic() - trial_start)
         ran += 1
-        last = finished[0]
         failures_in_row = failures_in_row + 1 if last.state == TrialState.FAIL else 0
         trials = study.get_trials(deepcopy=False)
         best = best_trial(trials)
@@ -265,7 +280,9 @@ def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: Fr
     """One line per finished trial: its result, the study's best so far, and this worker's ETA."""
     done = len(counted_trials(trials))
     if trial.state == TrialState.COMPLETE:
-        outcome = f"{trial.value:.2f} dB"
+        spread = trial.user_attrs.get("value_ci95")
+        seeds = len(trial.user_attrs.get("seeds") or [])
+        outcome = f"{trial.value:.2f} dB" + (f" ± {spread:.2f} (95%, {seeds} seeds)" if spread is not None else "")
     elif trial.state == TrialState.PRUNED:
         outcome = f"pruned after epoch {trial.last_step}"
     else:

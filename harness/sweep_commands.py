@@ -132,7 +132,7 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
     """
     import pandas as pd
 
-    from .study_tables import load_existing_study, trials_table
+    from .study_tables import anneal_table, load_existing_study, trials_table
 
     if out is not None and not html_report:
         raise UsageError("--out is the folder of the --html report: give --html too")
@@ -141,8 +141,13 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
     if html_report and not loaded.get_trials(deepcopy=False):
         raise UsageError(f"--study {loaded.study_name}: the study has no trials yet; nothing to report")
     table = trials_table(loaded)
+    by_anneal = anneal_table(loaded)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        if not by_anneal.empty:
+            click.echo("\nbest trial of each KL-annealing type (95% intervals over seeds; "
+                       "'within noise': the interval holds 0):")
+            click.echo(by_anneal.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     if csv_path:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(csv_path, index=False)
@@ -178,7 +183,7 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     from .run_outputs import json_safe, write_config
     from .study_tables import load_existing_study
     from .sweep import best_trial
-    from .tracking import StudyTracker
+    from .tracking import StudyTracker, seed_prefix
 
     stores = _stores(runs_dir, storage, tracking_uri)
     name = _study_name(study)
@@ -186,12 +191,19 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     trial = best_trial(loaded.get_trials(deepcopy=False))
     if trial is None:
         raise UsageError(f"--study {name}: no completed trial yet, so there is no best one")
+    seeds = trial.user_attrs.get("seeds") or []
     summary: dict[str, Any] = {
         "study": name, "trial": trial.number, "final_val_psnr": trial.value, "params": trial.params,
         "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
         **{key: trial.user_attrs.get(key) for key in ("best_val_psnr", "epochs_run", "trial_seconds")},
     }
-    echo(f"best of {name}: trial {trial.number}, {trial.value:.2f} dB, MLflow run {summary['mlflow_run_id']}")
+    prefix = ""
+    if len(seeds) > 1:    # the trial's value is the seeds' mean; the export is its best seed's model
+        summary |= {key: trial.user_attrs.get(key) for key in ("seeds", "seed_values", "value_ci95", "best_seed")}
+        prefix = seed_prefix(trial.user_attrs["best_seed"], len(seeds))
+    spread = f" ± {summary['value_ci95']:.2f}" if summary.get("value_ci95") is not None else ""
+    echo(f"best of {name}: trial {trial.number}, {trial.value:.2f}{spread} dB, MLflow run {summary['mlflow_run_id']}"
+         + (f"; exporting seed {trial.user_attrs['best_seed']} of {len(seeds)}" if prefix and export else ""))
     if export is None:
         click.echo(json.dumps(json_safe(summary), indent=2))
         return
@@ -199,7 +211,7 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = StudyTracker(stores, name)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        downloaded = tracker.download_checkpoint(summary["mlflow_run_id"], Path(tmp))
+        downloaded = tracker.download_checkpoint(summary["mlflow_run_id"], Path(tmp), prefix)
         state = load_checkpoint(downloaded)           # checks it before replacing an earlier export
         config = config_from_checkpoint(state, downloaded)
         atomic_copy(downloaded, out_dir / "checkpoint.pt")

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -138,22 +139,25 @@ class StudyTracker:
         self.client.log_batch(run_id, metrics=metrics)
 
     def log_series(self, run_id: str, key: str, values: list[float]) -> None:
-        """One metric with a step per element (e.g. PSNR per frame), so MLflow draws it as a curve."""
+        """PSNR per frame as one metric with the frame as its step, so MLflow draws it as a curve;
+        from frame 1: frame 0 is given, and its capped 100 dB would squash every chart."""
         now = _now_ms()
-        metrics = [Metric(key, float(v), now, step) for step, v in enumerate(values) if math.isfinite(v)]
+        metrics = [Metric(key, float(v), now, step) for step, v in enumerate(values) if step and math.isfinite(v)]
         for start in range(0, len(metrics), BATCH):
             self.client.log_batch(run_id, metrics=metrics[start:start + BATCH])
 
-    def log_files(self, run_id: str, folder: Path) -> None:
-        """The trial folder's config, tables, plots, GIF and last checkpoint, whichever exist."""
+    def log_files(self, run_id: str, folder: Path, prefix: str = "") -> None:
+        """A run folder's config, tables, plots, GIF and last checkpoint, whichever exist, under
+        the artifact folder `prefix` (one seed of several: `seed_<s>/`)."""
+        where = prefix.rstrip("/") or None
         for name in (run_outputs.CONFIG_FILE, run_outputs.METRICS_CSV, run_outputs.METRICS_JSON,
                      run_outputs.PSNR_CSV, run_outputs.LOSS_PNG, run_outputs.SCHEDULES_PNG,
                      run_outputs.PSNR_PNG, run_outputs.ROLLOUT_GIF, "error.txt"):
             if (folder / name).is_file():
-                self.client.log_artifact(run_id, str(folder / name))
+                self.client.log_artifact(run_id, str(folder / name), where)
         checkpoint = folder / "checkpoints" / LAST_CHECKPOINT
         if checkpoint.is_file():
-            self.client.log_artifact(run_id, str(checkpoint), "checkpoint")
+            self.client.log_artifact(run_id, str(checkpoint), prefix + "checkpoint")
 
     def set_tags(self, run_id: str, tags: dict[str, object]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
@@ -174,8 +178,8 @@ class StudyTracker:
             self.client.set_tag(run_id, "harness.message", message[:5000])
         self.client.set_terminated(run_id, RUN_STATUS[state])
 
-    def download_checkpoint(self, run_id: str, out_dir: Path) -> Path:
-        return Path(self.client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(out_dir)))
+    def download_checkpoint(self, run_id: str, out_dir: Path, prefix: str = "") -> Path:
+        return Path(self.client.download_artifacts(run_id, prefix + CHECKPOINT_ARTIFACT, str(out_dir)))
 
 
 def baseline_key(name: str, region: str = "") -> str:
@@ -183,36 +187,71 @@ def baseline_key(name: str, region: str = "") -> str:
     return "baseline_" + name.replace(" ", "_") + (f"_{region}" if region else "")
 
 
-class MlflowTrialLogger(Callback):
-    """Sends a trial's per-epoch metrics to its MLflow run, and at the end its curves and files."""
+def seed_prefix(seed: int, seeds: int) -> str:
+    """Where one seed's metrics and files go in its trial's run: the top level when the trial has
+    one seed, else under `seed_<s>/` (the top level then holds the seeds' means)."""
+    return "" if seeds == 1 else f"seed_{seed}/"
 
-    def __init__(self, tracker: StudyTracker, run_id: str, trial_dir: Path):
+
+def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    """The MLflow metrics of one epoch's row of a trainer's history."""
+    return {key: row[key] for key in EPOCH_METRICS if key in row}
+
+
+def mean_epoch_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' mean of each epoch metric (the trial's curve when it has several seeds)."""
+    return {key: float(np.mean([epoch_metrics(row)[key] for row in rows]))
+            for key in epoch_metrics(rows[0]) if all(key in row for row in rows)}
+
+
+def final_metrics(trainer: Trainer, result: TrainResult) -> dict[str, float]:
+    """What a finished run logs once: best and final PSNR (whole frame, figure, background), epochs;
+    the region means are NaN, so left out, on data without masks."""
+    summary = {"best_val_psnr": result.best_val_psnr, "epochs_run": result.epochs_run}
+    if result.status == "completed":
+        summary |= {"final_val_psnr": result.final_val_psnr, "final_val_seconds": result.final_val_seconds,
+                    "final_val_psnr_figure": result.final_val_psnr_figure,
+                    "final_val_psnr_background": result.final_val_psnr_background}
+    return {key: value for key, value in summary.items() if math.isfinite(value)}
+
+
+def mean_final_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' mean of each final metric that every seed has."""
+    return {key: float(np.mean([metrics[key] for metrics in per_seed]))
+            for key in per_seed[0] if all(key in metrics for metrics in per_seed)}
+
+
+class MlflowTrialLogger(Callback):
+    """Sends a run's per-epoch metrics to its trial's MLflow run, and at the end its curves and files,
+    under `prefix` (one seed of several: `seed_prefix`)."""
+
+    def __init__(self, tracker: StudyTracker, run_id: str, trial_dir: Path, prefix: str = ""):
         self.tracker = tracker
         self.run_id = run_id
         self.trial_dir = trial_dir
+        self.prefix = prefix
+
+    def _log(self, values: dict[str, float], step: int = 0) -> None:
+        self.tracker.log_metrics(self.run_id, {self.prefix + key: value for key, value in values.items()}, step)
 
     def on_train_start(self, trainer: Trainer) -> None:
         baselines = {baseline_key(name): run_outputs.mean_psnr(values) for name, values in trainer.baselines.items()}
         baselines |= {baseline_key(name, region): run_outputs.mean_psnr(values, skip_nan=True)
                       for name, by_region in trainer.region_baselines.items() for region, values in by_region.items()}
         if baselines:
-            self.tracker.log_metrics(self.run_id, baselines)
+            self._log(baselines)
         for row in trainer.history:     # a resumed trial: the restored epochs, so its curves are whole
             self.on_epoch_end(trainer, row)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        values = {key: metrics[key] for key in EPOCH_METRICS if key in metrics}
-        self.tracker.log_metrics(self.run_id, values, step=int(metrics["epoch"]))
+        self._log(epoch_metrics(metrics), step=int(metrics["epoch"]))
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         # RunOutputs runs before this callback, so the folder already holds the final files.
-        summary = {"best_val_psnr": result.best_val_psnr, "epochs_run": result.epochs_run}
-        if result.status == "completed":   # the region means are NaN, so left out, on data without masks
-            summary |= {"final_val_psnr": result.final_val_psnr, "final_val_seconds": result.final_val_seconds,
-                        "final_val_psnr_figure": result.final_val_psnr_figure,
-                        "final_val_psnr_background": result.final_val_psnr_background}
-        self.tracker.log_metrics(self.run_id, {k: v for k, v in summary.items() if math.isfinite(v)})
-        self.tracker.log_series(self.run_id, "val_psnr_per_frame", trainer.val_psnr_per_frame)
+        self._log(final_metrics(trainer, result))
+        self.tracker.log_series(self.run_id, self.prefix + "val_psnr_per_frame", trainer.val_psnr_per_frame)
         for region, values in trainer.val_region_psnr_per_frame.items():
-            self.tracker.log_series(self.run_id, f"val_psnr_{region}_per_frame", values)
-        self.tracker.log_files(self.run_id, self.trial_dir)
+            self.tracker.log_series(self.run_id, f"{self.prefix}val_psnr_{region}_per_frame", values)
+        for name, values in trainer.baselines.items():
+            self.tracker.log_series(self.run_id, f"{self.prefix}{baseline_key(name)}_per_frame", values)
+        self.tracker.log_files(self.run_id, self.trial_dir, self.prefix)

@@ -40,13 +40,11 @@ def mlflow_runs(runs: Path, name: str) -> tuple[object, list, list]:
     return client, parents, trials
 
 
-def artifact_names(client, run_id: str) -> set[str]:
+def artifact_names(client, run_id: str, folder: str | None = None) -> set[str]:
+    """Every artifact file of a run, by its path in the run, at any depth."""
     names = set()
-    for entry in client.list_artifacts(run_id):
-        if entry.is_dir:
-            names |= {child.path for child in client.list_artifacts(run_id, entry.path)}
-        else:
-            names.add(entry.path)
+    for entry in client.list_artifacts(run_id, folder):
+        names |= artifact_names(client, run_id, entry.path) if entry.is_dir else {entry.path}
     return names
 
 

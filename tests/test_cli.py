@@ -110,8 +110,15 @@ def test_generate_writes_gif_submission_and_psnr(trained_run, tiny_data_root, tm
     first = iio.imread(tiny_data_root / "test" / "test_img" / "0" / "frame0.png")
     assert submission[0, 1:].tolist() == first.transpose(2, 0, 1).reshape(-1).tolist()
     psnr = list(csv.DictReader(open(out / "psnr_per_frame.csv")))
-    assert len(psnr) == 20 and {"psnr", "psnr_figure", "psnr_background"} <= set(psnr[0])
+    # The model and both baselines on the same rollout, 20 frames each.
+    assert [row["curve"] for row in psnr] == ["model"] * 20 + ["repeat first frame"] * 20 + ["untrained model"] * 20
+    assert {"psnr", "psnr_figure", "psnr_background"} <= set(psnr[0])
+    truth = [iio.imread(tiny_data_root / "test" / "test_img" / "0" / f"frame{i}.png") / 255 for i in (0, 7)]
+    by_hand = 10 * np.log10(1 / np.mean((truth[0] - truth[1]) ** 2))
+    assert float(psnr[20 + 7]["psnr"]) == pytest.approx(by_hand, abs=1e-3)
     assert iio.imread(out / "psnr_per_frame.png").std() > 0
+    for name in ("model", "repeat first frame", "untrained model"):
+        assert f"mean PSNR over predicted frames, {name}: " in result.output
     assert "(figure " in result.output and " dB, background " in result.output
 
 

@@ -185,11 +185,11 @@ def test_sampler_seed_reproduces_and_override_changes(name):
 def test_samplers_and_pruners_of_shipped_studies():
     # Optuna exposes no public getters; these private attributes are the constructor arguments.
     smoke, kl, full = (load_study_spec(n) for n in ("smoke", "kl_schedules", "full"))
-    assert isinstance(make_sampler(smoke), optuna.samplers.RandomSampler)
-    tpe = make_sampler(kl)
+    assert isinstance(make_sampler(smoke).for_seed(0), optuna.samplers.RandomSampler)
+    tpe = make_sampler(kl).for_seed(0)
     assert isinstance(tpe, optuna.samplers.TPESampler)
     assert (tpe._multivariate, tpe._group, tpe._n_startup_trials) == (False, False, 10)
-    tpe = make_sampler(full)
+    tpe = make_sampler(full).for_seed(0)
     assert (tpe._multivariate, tpe._group, tpe._n_startup_trials) == (True, True, 20)
     median = make_pruner(kl)
     assert isinstance(median, optuna.pruners.MedianPruner)
@@ -219,7 +219,7 @@ def test_defaults_of_optional_keys(tmp_path):
     assert (spec.metric, spec.direction, spec.timeout, spec.description) == ("val_psnr", "maximize", None, "")
     assert (spec.data, spec.fixed, spec.enqueue, spec.retries) == (None, {}, (), 2)
     assert spec.sampler == {"type": "tpe", "seed": 0} and spec.pruner == {"type": "median"}
-    assert isinstance(make_sampler(spec), optuna.samplers.TPESampler)
+    assert isinstance(make_sampler(spec).for_seed(0), optuna.samplers.TPESampler)
     assert isinstance(make_pruner(spec), optuna.pruners.MedianPruner)
 
 
@@ -426,3 +426,52 @@ def test_studies_dir_from_environment(tmp_path, monkeypatch):
     assert load_study_spec("mine").name == "t"  # the name inside the file need not match its stem
     with pytest.raises(SpecError, match="available: mine$"):
         load_study_spec("smoke")
+
+
+# -- never the same point twice by accident ------------------------------------------------------------
+
+
+def sampled_params(study: optuna.Study) -> list[dict]:
+    return [t.params for t in study.get_trials() if "fixed_params" not in t.system_attrs]
+
+
+def run_trials(study: optuna.Study, spec: StudySpec, count: int) -> None:
+    for _ in range(count):
+        trial = study.ask()
+        suggest_params(trial, spec)
+        study.tell(trial, 1.0)
+
+
+@pytest.mark.parametrize("name", ["smoke", "kl_schedules"])
+def test_reruns_and_parallel_workers_sample_new_points(name, tmp_path):
+    spec = load_study_spec(name)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = optuna.create_study(storage=storage, study_name=name, sampler=make_sampler(spec),
+                                direction="maximize")
+    for params in spec.enqueue:
+        first.enqueue_trial(params)
+    run_trials(first, spec, len(spec.enqueue) + 3)
+    # Two workers that load the study with the same spec seed, taking turns, then a rerun.
+    workers = [optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec)) for _ in range(2)]
+    for _ in range(3):
+        for worker in workers:
+            run_trials(worker, spec, 1)
+    rerun = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(spec))
+    run_trials(rerun, spec, 3)
+    sampled = sampled_params(rerun)
+    assert len(sampled) == 12
+    # kl_schedules' None has no other parameter: its only point can come up twice, any other may not.
+    distinct = [p for p in sampled if p != {"kl_anneal_type": "None"}]
+    assert len({tuple(sorted(p.items())) for p in distinct}) == len(distinct)
+
+
+def test_one_worker_from_scratch_is_reproducible(tmp_path):
+    spec = load_study_spec("smoke")
+
+    def fresh(path: Path) -> list[dict]:
+        study = optuna.create_study(storage=f"sqlite:///{path}", study_name="s", sampler=make_sampler(spec))
+        run_trials(study, spec, 4)
+        return sampled_params(study)
+
+    assert fresh(tmp_path / "a.db") == fresh(tmp_path / "b.db")
+    assert fresh(tmp_path / "c.db") != [suggest_params(new_study(spec, seed=5).ask(), spec) for _ in range(4)]

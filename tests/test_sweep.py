@@ -71,7 +71,11 @@ def test_smoke_study_logs_a_parent_and_one_nested_run_per_trial(smoke):
         assert TRIAL_ARTIFACTS | {"checkpoint/last.pt"} <= artifact_names(client, run.info.run_id)
         if t.state == TrialState.COMPLETE:
             per_frame = client.get_metric_history(run.info.run_id, "val_psnr_per_frame")
-            assert len(per_frame) == 32 and run.data.metrics["final_val_psnr"] == pytest.approx(t.value)
+            # Frames 1..31 by frame number: frame 0 is given, and its capped 100 dB is left out.
+            assert sorted(m.step for m in per_frame) == list(range(1, 32))
+            assert run.data.metrics["final_val_psnr"] == pytest.approx(t.value)
+            repeat = client.get_metric_history(run.info.run_id, "baseline_repeat_first_frame_per_frame")
+            assert len(repeat) == 31 and all(m.value < 60 for m in repeat)
 
 
 def test_rerun_continues_the_study_and_best_export_feeds_generate(smoke, tmp_path):
