@@ -63,6 +63,7 @@ def trained_run(tiny_data_root, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_train_writes_metrics_plots_gif_and_checkpoints(trained_run):
     rows = list(csv.DictReader(open(trained_run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
@@ -85,6 +86,7 @@ def test_train_writes_metrics_plots_gif_and_checkpoints(trained_run):
     assert "kl_anneal_type: Cyclical" in (trained_run / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume_and_resume_rejects_changed_options(trained_run, tiny_data_root):
     again = run("train", "--data", tiny_data_root, "--out", trained_run, "--epochs", 2, *TINY)
     assert_one_line_error(again, "--resume", str(trained_run))
@@ -94,6 +96,7 @@ def test_existing_run_needs_resume_and_resume_rejects_changed_options(trained_ru
     assert done.exit_code == 0, done.output
 
 
+@pytest.mark.slow
 def test_generate_writes_gif_submission_and_psnr(trained_run, tiny_data_root, tmp_path):
     out = tmp_path / "gen"
     result = run("generate", "--ckpt", trained_run / "checkpoints" / "last.pt", "--data", tiny_data_root,
@@ -137,6 +140,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_data_root):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_train_without_data_generates_the_synthetic_set_once(tmp_path):
     args = ["train", "--epochs", 1, *TINY[:-2], "--partial", "0.02", "--val-vi-len", 16,
             "--val-max-sequences", 1, "--no-baselines"]

@@ -31,6 +31,8 @@ from models.trainer import Trainer
 from servers import free_port, mlflow_server, postgres_server, stop_group
 from sweep_helpers import harness, ok, write_spec
 
+pytestmark = pytest.mark.slow   # real harness processes
+
 # Short heartbeats so a dead worker's trial is noticed within seconds, not the default 30 s.
 HEARTBEAT = {"HARNESS_HEARTBEAT_SECONDS": "1", "HARNESS_GRACE_SECONDS": "4"}
 # A spec with epochs enough to kill a worker between two of them.

@@ -10,6 +10,8 @@ from optuna.trial import TrialState
 from harness.intervals import mean_interval
 from sweep_helpers import artifact_names, harness, mlflow_runs, ok, study, write_spec
 
+pytestmark = pytest.mark.slow   # real harness processes
+
 
 @pytest.fixture(scope="module")
 def seeded(tiny_data_root, tmp_path_factory):

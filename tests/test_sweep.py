@@ -23,6 +23,8 @@ from browser import load_page
 from servers import free_port
 from sweep_helpers import TRIAL_ARTIFACTS, artifact_names, harness, mlflow_runs, ok, study, write_spec
 
+pytestmark = pytest.mark.slow   # real harness processes
+
 # -- the shipped smoke study, run once for the module ---------------------------------------------
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:

@@ -29,6 +29,7 @@ class StopAfter(Callback):
             trainer.request_stop("test asked to stop")
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, tmp_path):
     # Both teacher-forcing branches in play, noise augmentation drawing from the saved noise RNG, the
     # weights' average and a learning rate that depends on the step.
@@ -126,6 +127,7 @@ def test_noise_augmentation_perturbs_each_sequence_within_its_bound(tiny_data, t
     assert abs(stds.mean().item() - 0.1) < 0.03
 
 
+@pytest.mark.slow
 def test_short_training_raises_validation_psnr_above_the_untrained_model(tiny_data, tiny_config):
     config = tiny_config.replace(f_dim=32, d_out_dim=32, epochs=4, lr=2e-3, kl_anneal_type="None",
                                  tfr=1.0, tfr_sde=2, tfr_d_step=0.25)
