@@ -18,7 +18,7 @@ from models.schedules import teacher_forcing_ratio
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = ("full", "kl_schedules", "loss_weighting", "smoke", "teacher_forcing")
+SHIPPED = ("cpu_recipe", "full", "kl_schedules", "loss_weighting", "smoke", "teacher_forcing")
 RESEARCH = ("full", "kl_schedules", "loss_weighting", "teacher_forcing")
 
 
@@ -79,9 +79,9 @@ def test_research_study_reference_trial_is_the_lab_default(name):
     reference = TrainConfig.from_dict(train_values(spec, spec.enqueue[0]))
     differing = {f.name for f in dataclasses.fields(TrainConfig)
                  if getattr(reference, f.name) != getattr(TrainConfig(), f.name)}
-    assert differing <= set(BUDGET_KEYS) | {"baselines"}
+    assert differing <= set(BUDGET_KEYS)
     assert spec.budget == {"epochs": 30, "partial": 1.0, "val_epoch_len": 60, "val_vi_len": 630}
-    assert spec.fixed["batch_size"] == 2 and spec.fixed["baselines"] is False
+    assert spec.fixed["batch_size"] == 2 and spec.fixed["baselines"] is True   # drawn beside every model
     assert not set(spec.fixed) & set(spec.search_space)
 
 
