@@ -18,7 +18,7 @@ from models.schedules import teacher_forcing_ratio
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = ("cpu_recipe", "full", "kl_schedules", "loss_weighting", "smoke", "teacher_forcing")
+SHIPPED = ("cpu_recipe", "full", "kl_schedules", "kl_schedules_cpu", "loss_weighting", "smoke", "teacher_forcing")
 RESEARCH = ("full", "kl_schedules", "loss_weighting", "teacher_forcing")
 
 
