@@ -47,6 +47,7 @@ class TrialCurves:
     history: pd.DataFrame       # one row per epoch, columns epoch + CURVE_KEYS
     per_frame: list[float]      # PSNR per frame of its last validation rollout, from frame 1
     baselines: dict[str, list[float]]   # the same for the baselines it scored (repeat frame 0, untrained)
+    figure: dict[str, list[float]]      # PSNR per frame over the figure: "model" and each baseline (masked data)
 
 
 def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path) -> Path:
@@ -89,7 +90,10 @@ def _trial_curves(tracker: StudyTracker, trial: FrozenTrial) -> TrialCurves | No
     per_frame = _series(tracker, run_id, "val_psnr_per_frame")
     baselines = {name: values for name in BASELINES
                  if (values := _series(tracker, run_id, f"{baseline_key(name)}_per_frame"))}
-    return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame, baselines)
+    figure = {name: values for name in ("model", *BASELINES)
+              if (values := _series(tracker, run_id, "val_psnr_figure_per_frame" if name == "model"
+                                    else f"{baseline_key(name, 'figure')}_per_frame"))}
+    return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame, baselines, figure)
 
 
 def _series(tracker: StudyTracker, run_id: str, key: str) -> list[float]:
@@ -150,8 +154,17 @@ def _per_frame_section(best_by_anneal: dict[str, TrialCurves], out_dir: Path) ->
     rows += [{"curve": f"baseline: {name}", "frame": frame, "psnr": value}
              for name, values in baselines.items() for frame, value in enumerate(values, start=1)]
     pd.DataFrame(rows).to_csv(out_dir / "psnr_per_frame.csv", index=False)
+    figure_panel = None
+    if all("model" in c.figure for c in best.values()):     # masked data: a figure-only panel as well
+        figure_panel = ({a: (c.trial.number, c.figure["model"]) for a, c in best.items()},
+                        {name: values for name, values in top.figure.items() if name != "model"})
+        rows += [{"curve": f"{anneal} (trial {c.trial.number}), figure", "frame": frame, "psnr": value}
+                 for anneal, c in sorted(best.items()) for frame, value in enumerate(c.figure["model"], start=1)]
+        rows += [{"curve": f"baseline: {name}, figure", "frame": frame, "psnr": value}
+                 for name, values in figure_panel[1].items() for frame, value in enumerate(values, start=1)]
+        pd.DataFrame(rows).to_csv(out_dir / "psnr_per_frame.csv", index=False)
     figures.plot_psnr_per_frame_by_anneal({a: (c.trial.number, c.per_frame) for a, c in best.items()},
-                                          baselines, out_dir / PER_FRAME_PNG)
+                                          baselines, out_dir / PER_FRAME_PNG, figure_panel)
     missing = "" if baselines else (" The trials scored no baselines (their spec sets <code>baselines: false</code>),"
                                     " so none are drawn.")
     return _section("PSNR per frame", "<p>The full validation rollout of the best trial of each "

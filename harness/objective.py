@@ -17,6 +17,7 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.config import TrainConfig
 from models.data import DanceData
 from models.lockstep import train_in_lockstep
+from models.metrics import REGIONS
 from models.trainer import LAST_CHECKPOINT, Callback, Trainer, TrainResult
 
 from .intervals import mean_interval
@@ -310,6 +311,8 @@ def _per_frame_curves(trainers: list[Trainer]) -> dict[str, np.ndarray]:
         curves[f"val_psnr_{region}_per_frame"] = [t.val_region_psnr_per_frame[region] for t in trainers]
     for name in trainers[0].baselines:
         curves[f"{baseline_key(name)}_per_frame"] = [t.baselines[name] for t in trainers]
+        for region in trainers[0].region_baselines.get(name, {}):
+            curves[f"{baseline_key(name, region)}_per_frame"] = [t.region_baselines[name][region] for t in trainers]
     return {key: np.asarray(values, dtype=float) for key, values in curves.items()}
 
 
@@ -325,6 +328,11 @@ def _record(trial: optuna.Trial, ctx: SweepContext, run_id: str, runs: list[Seed
     overhead = max(0.0, wall - sum(training_seconds(t, first_epoch) for t in trainers) - validation)
     epochs = min(t.epoch for t in trainers)
     per_epoch = [float(np.mean([t.history[e]["val_psnr"] for t in trainers])) for e in range(epochs)]
+    if results is not None and all(r.status == "completed" for r in results):
+        for region in REGIONS:      # NaN, so left out below, on data without masks
+            facts_region = float(np.mean([getattr(r, f"final_val_psnr_{region}") for r in results]))
+            if math.isfinite(facts_region):
+                trial.set_user_attr(f"final_val_psnr_{region}", facts_region)
     facts = {"epochs_run": epochs, "best_val_psnr": max(per_epoch, default=math.nan),
              "last_val_psnr": per_epoch[-1] if per_epoch else math.nan,
              "trial_seconds": wall, "overhead_seconds": overhead, "overhead_share": overhead / max(wall, 1e-9),

@@ -81,25 +81,32 @@ def plot_curves_by_anneal(curves: pd.DataFrame, bold: set[int], path: Path) -> P
 
 
 def plot_psnr_per_frame_by_anneal(series: Mapping[str, tuple[int, Sequence[float]]],
-                                  baselines: Mapping[str, Sequence[float]], path: Path) -> Path:
+                                  baselines: Mapping[str, Sequence[float]], path: Path,
+                                  figure_panel: tuple[Mapping[str, tuple[int, Sequence[float]]],
+                                                      Mapping[str, Sequence[float]]] | None = None) -> Path:
     """PSNR per frame of the validation rollout of the best trial of each annealing type, beside the
-    baselines on the same rollout (dashed), from frame 1 (frame 0 is given to the model, its PSNR is
-    capped and would flatten the rest): a model below "repeat first frame" has learned nothing to use."""
-    figure = new_figure(height_in=4.2)
-    ax = figure.subplots()
-    for anneal, (trial, values) in sorted(series.items()):
-        values = np.asarray(values, dtype=float)
-        ax.plot(np.arange(1, len(values) + 1), values, color=anneal_color(anneal), lw=1.4,
-                label=f"{anneal} (trial {trial}, mean {np.nanmean(values):.2f} dB)")
-    for (name, values), style in zip(baselines.items(), BASELINE_STYLES):
-        values = np.asarray(values, dtype=float)
-        ax.plot(np.arange(1, len(values) + 1), values, color="black", lw=1.1, ls=style,
-                label=f"baseline: {name} (mean {np.nanmean(values):.2f} dB)")
-    ax.set_xlabel("frame of the validation rollout")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title("PSNR per frame, best trial of each KL-annealing type, and the baselines")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    baselines on the same rollout (black), from frame 1 (frame 0 is given to the model, its PSNR is
+    capped and would flatten the rest): a model below "repeat first frame" has learned nothing to use.
+    `figure_panel`, the same curves over the figure's pixels only, adds a second panel (masked data)."""
+    figure = new_figure(height_in=4.2 if figure_panel is None else 7.6)
+    panels = [("whole frame", series, baselines)]
+    if figure_panel is not None:
+        panels.append(("figure only (the dancer's pixels)", *figure_panel))
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (where, curves, references) in zip(axes, panels):
+        for anneal, (trial, values) in sorted(curves.items()):
+            values = np.asarray(values, dtype=float)
+            ax.plot(np.arange(1, len(values) + 1), values, color=anneal_color(anneal), lw=1.4,
+                    label=f"{anneal} (trial {trial}, mean {np.nanmean(values):.2f} dB)")
+        for (name, values), style in zip(references.items(), BASELINE_STYLES):
+            values = np.asarray(values, dtype=float)
+            ax.plot(np.arange(1, len(values) + 1), values, color="black", lw=1.1, ls=style,
+                    label=f"baseline: {name} (mean {np.nanmean(values):.2f} dB)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(f"PSNR per frame, {where}: best trial of each KL-annealing type and the baselines")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    axes[-1].set_xlabel("frame of the validation rollout")
     return save_figure(figure, path)
 
 

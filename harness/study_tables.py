@@ -96,13 +96,18 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             "gain_vs_reference": gap.mean,
             "gain_ci95": gap.half_width,
             "vs_reference": "reference" if reference is not None and t.number == reference.number else verdict(gap),
+            # over the figure's pixels and the background's, where the data has masks
+            "figure_psnr": _number(t.user_attrs.get("final_val_psnr_figure")),
+            "background_psnr": _number(t.user_attrs.get("final_val_psnr_background")),
             "best_epoch_psnr": _number(t.user_attrs.get("best_val_psnr")),
             "epochs_run": t.user_attrs.get("epochs_run"),
             "duration_s": round(duration, 1),
             "mlflow_run_id": t.user_attrs.get("mlflow_run_id", ""),
             "note": _note(t, retried_as.get(t.number)),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    regions = [column for column in ("figure_psnr", "background_psnr") if column in table and table[column].isna().all()]
+    return table.drop(columns=regions)     # no masks, no region columns
 
 
 def anneal_table(study: optuna.Study, kind_of: dict[int, str] | None = None) -> pd.DataFrame:

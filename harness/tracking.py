@@ -254,4 +254,6 @@ class MlflowTrialLogger(Callback):
             self.tracker.log_series(self.run_id, f"{self.prefix}val_psnr_{region}_per_frame", values)
         for name, values in trainer.baselines.items():
             self.tracker.log_series(self.run_id, f"{self.prefix}{baseline_key(name)}_per_frame", values)
+            for region, curve in trainer.region_baselines.get(name, {}).items():
+                self.tracker.log_series(self.run_id, f"{self.prefix}{baseline_key(name, region)}_per_frame", curve)
         self.tracker.log_files(self.run_id, self.trial_dir, self.prefix)
