@@ -16,17 +16,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness")
 
 
-def synthetic_root(height: int, width: int, seed: int = 0,
-                   progress: Callable[[str], None] | None = None) -> Path:
-    """The default synthetic data set at this frame size, generated on first use."""
-    target = cache_root() / "synthetic" / f"v{SYNTH_VERSION}-{height}x{width}-seed{seed}"
+def synthetic_root(height: int, width: int, seed: int = 0, progress: Callable[[str], None] | None = None,
+                   appearance: str = "default") -> Path:
+    """The synthetic data set at this frame size (the default one: seed 0, default appearance),
+    generated on first use."""
+    look = "" if appearance == "default" else f"-{appearance}"
+    target = cache_root() / "synthetic" / f"v{SYNTH_VERSION}-{height}x{width}-seed{seed}{look}"
     if (target / "synth.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     if progress:
         progress(f"generating the synthetic data set once into {target}")
     try:
-        generate_dataset(target, height=height, width=width, seed=seed)  # written aside, then renamed
+        generate_dataset(target, height=height, width=width, seed=seed, appearance=appearance)  # written aside, renamed
     except FileExistsError:
         if not (target / "synth.json").is_file():  # not a finished set from a concurrent process
             raise
