@@ -282,7 +282,9 @@ def _page(study: optuna.Study, trials: list[FrozenTrial], sections: list[str]) -
     counts = pd.Series([t.state.name for t in trials]).value_counts()
     summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
     best = best_trial(trials)
-    headline = f"best: trial {best.number}, {best.value:.2f} dB" if best else "no completed trial"
+    spread = best.user_attrs.get("value_ci95") if best else None
+    headline = (f"best: trial {best.number}, {best.value:.2f}" + (f" ± {spread:.2f}" if spread is not None else "")
+                + " dB" if best else "no completed trial")
     title = html.escape(f"Study {study.study_name}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>

@@ -66,6 +66,7 @@ class SweepSummary:
     best_number: int | None
     best_value: float | None
     best_params: dict
+    best_ci95: float | None = None      # the best trial's 95% half-width over its seeds (None: one seed)
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -272,7 +273,8 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     if len(counted_trials(trials)) >= target and states["RUNNING"] == 0 and states["WAITING"] == 0:
         tracker.study_finished(best.number if best else None)
     return SweepSummary(spec.name, target, len(counted_trials(trials)), ran, states,
-                        best.number if best else None, best.value if best else None, best.params if best else {})
+                        best.number if best else None, best.value if best else None, best.params if best else {},
+                        best.user_attrs.get("value_ci95") if best else None)
 
 
 def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: FrozenTrial, target: int,

@@ -90,7 +90,8 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
     if summary.best_number is not None:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in summary.best_params.items())
-        echo(f"best: trial {summary.best_number}, {summary.best_value:.2f} dB ({params})")
+        spread = f" ± {summary.best_ci95:.2f}" if summary.best_ci95 is not None else ""
+        echo(f"best: trial {summary.best_number}, {summary.best_value:.2f}{spread} dB ({params})")
     where = f" --runs-dir {runs_dir}" if runs_dir else ""
     echo(f"next: harness ui{where}   |   harness report --study {spec.name} --html{where}   |   "
          f"harness best --study {spec.name} --export ckpt{where}")
