@@ -245,6 +245,11 @@ def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_
     _, parents, trial_runs = mlflow_runs(runs, "pair")
     assert len(parents) == 1
     assert sorted(int(r.data.tags["harness.trial"]) for r in trial_runs) == [t.number for t in trials]
+    # A rerun extends the study; no two sampled trials, from either worker or the rerun, share a point.
+    ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu", "--n-trials",
+               str(len(trials) + 2)))
+    points = [t.params["lr"] for t in study(runs, "pair").get_trials()]
+    assert len(points) == len(trials) + 2 and len(set(points)) == len(points)
 
 
 def test_a_changed_spec_cannot_continue_an_old_study(tiny_data_root, tmp_path):
