@@ -58,7 +58,8 @@ def load_config_file(path: Path) -> dict:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="harness")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Print the traceback of a bug (also: HARNESS_DEBUG=1).")
+def main(debug: bool) -> None:
     """Train, generate and sweep conditional-VAE video predictors.
 
     \b

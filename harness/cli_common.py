@@ -1,32 +1,83 @@
-"""What every `harness` command shares: one-line errors and messages on stderr."""
+"""What every `harness` command shares: one-line errors, a clear line for bugs, messages on stderr."""
 from __future__ import annotations
 
+import datetime
 import functools
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from models.checkpoint import CheckpointError
-from models.config import ConfigError
-from models.data import DataError
+from models.errors import HarnessError
 
+from .errors import UsageError
 
-class UsageError(ValueError):
-    """Bad input to a command, told as one line."""
+__all__ = ["UsageError", "echo", "friendly_errors", "debugging", "quiet_libraries"]
 
 
 def echo(message: str) -> None:
     click.echo(message, err=True)
 
 
+def debugging() -> bool:
+    """`harness --debug ...` or HARNESS_DEBUG=1: show tracebacks of bugs."""
+    context = click.get_current_context(silent=True)
+    root = context.find_root() if context else None
+    return bool(root and root.params.get("debug")) or os.environ.get("HARNESS_DEBUG", "") not in ("", "0")
+
+
+def quiet_libraries() -> None:
+    """What the sweep commands do to Optuna's and MLflow's own output, once, at the command's start
+    (never at import): the harness prints its own line per trial."""
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # Heartbeats and retry history are marked experimental in Optuna 5; the harness relies on them knowingly.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # noise in a log
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def crash_log(err: BaseException) -> Path | None:
+    """Write the traceback of a bug where the user can find it: $HARNESS_CACHE_DIR/logs/."""
+    from .datasets import cache_root
+
+    folder = cache_root() / "logs"
+    path = folder / f"crash-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"harness {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(err)))
+    except OSError:
+        return None
+    return path
+
+
 def friendly_errors(command: Callable) -> Callable:
-    """Turn the project's input errors into one line on stderr and exit status 2, never a traceback."""
+    """A HarnessError (bad input or environment) becomes one line on stderr and exit status 2. Anything
+    else is a bug: one line that says so and where its traceback is (shown with --debug), exit status 1."""
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (DataError, ConfigError, CheckpointError, UsageError, ValueError, FileExistsError) as err:
+        except HarnessError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:   # a bug: never passed off as the user's mistake
+            if debugging():
+                traceback.print_exc()
+            log = crash_log(err)
+            where = f"the traceback is in {log}" if log else "the traceback could not be written"
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            click.echo(f"bug: {type(err).__name__}{': ' + first if first else ''} ({where}; "
+                       "--debug or HARNESS_DEBUG=1 prints it); please report it", err=True)
+            sys.exit(1)
     return wrapper

@@ -18,6 +18,8 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from models.errors import HarnessError
+
 from . import report_figures as figures
 from .run_outputs import ROLLOUT_GIF
 from .study_tables import anneal_table, trials_table
@@ -36,7 +38,7 @@ IMPORTANCES_PNG = "param_importances.png"
 BEST_GIF = "best_rollout.gif"
 
 
-class EmptyStudy(ValueError):
+class EmptyStudy(HarnessError):
     """A study without trials has nothing to report."""
 
 

@@ -19,6 +19,8 @@ from typing import Iterator
 
 from filelock import FileLock
 
+from models.errors import HarnessError
+
 DEFAULT_RUNS_DIR = "harness-runs"
 OPTUNA_DB = "optuna.db"
 MLFLOW_DB = "mlflow.db"
@@ -30,7 +32,7 @@ SQLITE_BUSY_TIMEOUT = 120
 CONNECT_TIMEOUT = 10
 
 
-class StoreUnavailable(ValueError):
+class StoreUnavailable(HarnessError):
     """A storage or tracking server that cannot be reached (one line naming the option)."""
 
 

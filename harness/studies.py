@@ -22,7 +22,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from models.config import ConfigError, TrainConfig
+from models.config import TrainConfig
+from models.errors import ConfigError, HarnessError
 
 # Metric -> the only direction that makes sense for it.
 METRICS = {"val_psnr": "maximize"}
@@ -58,7 +59,7 @@ _NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _SCALAR = (str, int, float, bool, type(None))  # what Optuna's categorical choices may be
 
 
-class SpecError(ValueError):
+class SpecError(HarnessError):
     """A study spec is wrong; the message is one line, "<file>: <key>: what is wrong"."""
 
 

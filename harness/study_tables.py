@@ -8,14 +8,16 @@ import pandas as pd
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from models.errors import HarnessError
+
 from .intervals import Interval, difference_interval, mean_interval
 
 from .stores import Stores
 from .sweep import STATES, best_trial, open_storage, state_counts
 
 
-class UnknownStudy(ValueError):
-    pass
+class UnknownStudy(HarnessError):
+    """No study of that name in the storage."""
 
 
 def load_existing_study(stores: Stores, name: str) -> optuna.Study:

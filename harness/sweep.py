@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,8 +21,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 
 from models.config import TrainConfig
+from models.errors import HarnessError
 from models.data import load_dance_data
 
+from .errors import UsageError
 from .datasets import frames_cache_dir, resolve_data_root
 from .objective import SweepContext, objective
 from .progress import format_duration
@@ -43,16 +44,13 @@ MAX_CONSECUTIVE_FAILURES = 3
 # ... and after this many sampled repeats in a row: the sampler finds no new point in the space.
 MAX_CONSECUTIVE_REPEATS = 20
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)   # the harness prints its own line per trial
-# Heartbeats and retry history are marked experimental in Optuna 5; the harness relies on them knowingly.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-class SweepError(RuntimeError):
+class SweepError(HarnessError):
     """The sweep cannot go on (one line, shown to the user)."""
 
 
-class StudyMismatch(ValueError):
+class StudyMismatch(HarnessError):
     """The spec no longer matches the study stored under its name."""
 
 
@@ -75,11 +73,11 @@ def heartbeat_settings() -> tuple[int, int]:
     for name, default in (("HARNESS_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS), ("HARNESS_GRACE_SECONDS", GRACE_SECONDS)):
         text = os.environ.get(name, str(default))
         if not text.isdigit() or int(text) < 1:
-            raise ValueError(f"${name} must be a whole number of seconds >= 1, got {text!r}")
+            raise UsageError(f"${name} must be a whole number of seconds >= 1, got {text!r}")
         values.append(int(text))
     interval, grace = values
     if grace <= interval:
-        raise ValueError(f"$HARNESS_GRACE_SECONDS ({grace}) must exceed $HARNESS_HEARTBEAT_SECONDS ({interval}), "
+        raise UsageError(f"$HARNESS_GRACE_SECONDS ({grace}) must exceed $HARNESS_HEARTBEAT_SECONDS ({interval}), "
                          "or live trials would be taken for dead ones")
     return interval, grace
 

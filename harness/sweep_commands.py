@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import click
 
-from .cli_common import UsageError, echo, friendly_errors
+from .cli_common import UsageError, echo, friendly_errors, quiet_libraries
 
 
 def store_options(command: Callable) -> Callable:
@@ -68,6 +68,7 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
 
     Several processes given the same study and storage share the work.
     """
+    quiet_libraries()
     from .studies import load_study_spec
     from .sweep import SweepError, run_sweep
 
@@ -102,6 +103,7 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
 @friendly_errors
 def studies(runs_dir: Path | None, storage: str | None, tracking_uri: str | None) -> None:
     """List the studies in the storage: trials by state and the best PSNR."""
+    quiet_libraries()
     from .study_tables import studies_table
 
     table = studies_table(_stores(runs_dir, storage, tracking_uri))
@@ -131,6 +133,7 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
     With --html, also the lab's analysis: schedules against losses, curves by KL-annealing type,
     PSNR per frame, optimisation history and parameter importances, the trials table, the best rollout.
     """
+    quiet_libraries()
     import pandas as pd
 
     from .study_tables import anneal_table, load_existing_study, trials_table
@@ -177,6 +180,7 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
 def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | None, storage: str | None,
          tracking_uri: str | None) -> None:
     """Show the study's best completed trial; with --export ckpt, export it for `harness generate`."""
+    quiet_libraries()
     import tempfile
 
     from models.checkpoint import atomic_copy, config_from_checkpoint, load_checkpoint

@@ -1,9 +1,7 @@
 """MLflow logging for sweeps: one experiment and one parent run per study, one nested run per trial."""
 from __future__ import annotations
 
-import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +15,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from models.trainer import LAST_CHECKPOINT, Callback, Trainer, TrainResult
 
 from . import run_outputs
+from .errors import UsageError
 from .stores import Stores, check_tracking_server, prepare_sqlite, store_lock
 
 STUDY_TAG = "harness.study"
@@ -35,10 +34,6 @@ BATCH = 1000
 DUPLICATE_KEY_SIGNS = ("UniqueViolation", "duplicate key", "UNIQUE constraint failed", "IntegrityError")
 RACE_RETRIES = 3
 
-# Progress bars for downloads of a few files are noise in a log.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-logging.getLogger("mlflow").setLevel(logging.ERROR)
-logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _now_ms() -> int:
@@ -85,7 +80,7 @@ class StudyTracker:
                 if experiment is None:
                     raise
         if experiment.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {self.study_name!r} was deleted; restore it "
+            raise UsageError(f"MLflow experiment {self.study_name!r} was deleted; restore it "
                              f"(mlflow experiments restore) or use another study name")
         return experiment.experiment_id
 

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError
 from .cvae import VideoCVAE
 from .execution import Execution
 
 CHECKPOINT_FORMAT = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing or not one of ours; the message names the file."""
 
 
 def _umask() -> int:

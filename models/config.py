@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError
+
 KL_ANNEAL_TYPES = ("None", "Monotonic", "Cyclical", "Sigmoid")
 # Fields that take one of a few words; the first is the default (the lab's recipe).
 CHOICES = {
@@ -22,10 +24,6 @@ LOSS_CONVENTION = (
     "recon: MSE mean over pixels; KL: sum over latent elements / batch size; "
     "both summed over the time steps 1..T-1 of a sequence"
 )
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range; the message names the key."""
 
 
 def _option(default: Any, help: str) -> Any:

@@ -56,16 +56,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import DataError
+
 _ONE_INTEGER = re.compile(r"\D*(\d+)\D*")
 # Bump when the cached array's meaning changes, so old cache files are not reused.
 _CACHE_VERSION = "1"
 MASK_THRESHOLD = 128  # a mask pixel at least this bright is on the figure
 
 FrameSize = tuple[int | None, int | None]
-
-
-class DataError(ValueError):
-    """Bad input data; its message is one line naming the path and what is wrong."""
 
 
 # ---------------------------------------------------------------- frame folders

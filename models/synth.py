@@ -61,6 +61,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
+from .errors import OutputExists
+
 SUPERSAMPLE = 2  # canvas pixels per output pixel along each axis
 CHUNK_CANVAS_PIXELS = 1 << 19  # canvas pixels rendered at once; bounds memory for any frame size
 FIGURE_HEIGHT = 0.74  # standing figure (sole to crown) as a fraction of the frame height
@@ -239,7 +241,7 @@ def generate_dataset(
     _check_appearance(appearance)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} already exists and is not an empty folder")
+        raise OutputExists(f"{out} already exists and is not an empty folder")
     parameters = dict(
         train_videos=train_videos, val_videos=val_videos, test_videos=test_videos,
         frames=frames, val_frames=val_frames, height=height, width=width, seed=seed, appearance=appearance,
@@ -293,7 +295,7 @@ def generate_dataset(
             os.replace(staging, out)  # atomic; replaces `out` only if it is an empty folder
         except OSError as err:
             if err.errno in (errno.EEXIST, errno.ENOTEMPTY):  # a concurrent writer renamed its set first
-                raise FileExistsError(f"{out} was written by another process meanwhile") from err
+                raise OutputExists(f"{out} was written by another process meanwhile") from err
             raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
