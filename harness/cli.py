@@ -168,13 +168,13 @@ def train(data_dir: str | None, run_dir: Path, config_file: Path | None, resume:
     callbacks = [ProgressReporter(), RunOutputs(run_dir, root)]
     if resume:
         trainer = Trainer.resume(ckpt, dataset, run_dir, callbacks)
-        echo(f"resuming {run_dir} at epoch {trainer.epoch}")
+        echo(f"resuming {run_dir} at epoch {trainer.epoch + 1}")
     else:
         trainer = Trainer(config, dataset, run_dir, callbacks)
     try:
         result = trainer.fit()
     except KeyboardInterrupt:
-        echo(f"\ninterrupted: checkpoints up to epoch {trainer.epoch - 1} are kept; "
+        echo(f"\ninterrupted: checkpoints up to epoch {trainer.epoch} are kept; "
              f"continue with: harness train --out {run_dir} --resume")
         sys.exit(130)
     echo(f"outputs in {run_dir}")

@@ -157,7 +157,7 @@ def make_trainer(trial: optuna.Trial, ctx: SweepContext, config: TrainConfig, fo
         except (CheckpointError, KeyError, RuntimeError) as err:   # e.g. saved on another device type
             ctx.echo(f"trial {trial.number}: not resuming: {err}")
             continue
-        ctx.echo(f"trial {trial.number}: resuming trial {number} after epoch {trainer.epoch - 1} from {path}")
+        ctx.echo(f"trial {trial.number}: resuming trial {number} after epoch {trainer.epoch} from {path}")
         return trainer, Resumed(number, trainer.epoch)
     return Trainer(config, ctx.data, folder, callbacks), None
 
@@ -247,7 +247,7 @@ def _train_trial(trial: optuna.Trial, ctx: SweepContext) -> float:
         ctx.tracker.end_trial(run_id, "FAIL", message)
         raise TrialFailed(message)
     if judge.pruned_at is not None and all(result.status == "stopped" for result in results):
-        message = f"pruned after epoch {judge.pruned_at} at {trial_value(results, 'val_psnr'):.2f} dB"
+        message = f"pruned after epoch {judge.pruned_at + 1} at {trial_value(results, 'val_psnr'):.2f} dB"
         ctx.tracker.end_trial(run_id, "PRUNED", message)
         raise optuna.TrialPruned(message)
     finals = [result.final_val_psnr for result in results]

@@ -162,7 +162,7 @@ def save_figure(figure: Figure, path: Path | str) -> Path:
 def _epochs(history: Sequence[Mapping]) -> np.ndarray:
     if not history:
         raise ValueError("history is empty: nothing to plot")
-    return np.array([row.get("epoch", index) for index, row in enumerate(history)], dtype=float)
+    return np.array([row.get("epoch", index) for index, row in enumerate(history)], dtype=float) + 1   # shown from 1
 
 
 def _column(history: Sequence[Mapping], key: str) -> np.ndarray:

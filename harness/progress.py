@@ -47,7 +47,7 @@ class ProgressReporter(Callback):
             f"{len(trainer.train_img)} sequences of {cfg.train_vi_len} frames "
             f"({trainer.steps_per_epoch} steps/epoch), {len(trainer.val_img)} validation "
             f"sequence(s) rolled out over {trainer.epoch_val_len} frames per epoch and {cfg.val_vi_len} at the end, "
-            f"epochs {trainer.epoch}..{cfg.epochs - 1}")
+            f"epochs {trainer.epoch + 1}..{cfg.epochs}")
         for name, per_frame in trainer.baselines.items():
             self._print(f"baseline {name}: val PSNR {mean_psnr(per_frame):.2f} dB")
         self._run_start = time.perf_counter()
@@ -62,7 +62,7 @@ class ProgressReporter(Callback):
         elapsed = now - self._epoch_start
         frames = (step + 1) * trainer.config.batch_size * trainer.config.train_vi_len
         eta = elapsed / (step + 1) * (steps - step - 1)
-        text = (f"epoch {trainer.epoch}/{trainer.config.epochs - 1} step {step + 1}/{steps} "
+        text = (f"epoch {trainer.epoch + 1}/{trainer.config.epochs} step {step + 1}/{steps} "
                 f"loss {loss:.4g} | {frames / max(elapsed, 1e-9):.1f} frames/s | epoch ETA {format_duration(eta)}")
         if self.live:
             self._print(f"\r{text}\033[K", end="")
@@ -74,7 +74,7 @@ class ProgressReporter(Callback):
         self._epochs_timed += 1
         per_epoch = (now - self._run_start) / self._epochs_timed
         remaining = trainer.config.epochs - trainer.epoch
-        text = (f"epoch {metrics['epoch']}/{trainer.config.epochs - 1}: loss {metrics['loss']:.4g} "
+        text = (f"epoch {metrics['epoch'] + 1}/{trainer.config.epochs}: loss {metrics['loss']:.4g} "
                 f"recon {metrics['recon']:.4g} kl {metrics['kl']:.4g} beta {metrics['beta']:.3f} "
                 f"tfr {metrics['tfr']:.2f} | val PSNR {metrics['val_psnr']:.2f} dB "
                 f"(best {trainer.best_val_psnr:.2f}) | {format_duration(now - self._epoch_start)}"

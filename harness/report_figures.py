@@ -28,7 +28,7 @@ def plot_schedules_against_losses(history: pd.DataFrame, path: Path, title: str)
     KL beta (right, 0..1) per epoch: how the schedules move the losses."""
     figure = new_figure(height_in=4.8)
     ax = figure.subplots()
-    epochs = history["epoch"].to_numpy()
+    epochs = history["epoch"].to_numpy() + 1   # shown from 1
     ax.plot(epochs, history["loss"], "-o", color="tab:red", ms=3, label="training loss")
     if history["val_mse"].notna().any():
         ax.plot(epochs, history["val_mse"], "-s", color="tab:brown", ms=3, label="validation loss (rollout MSE)")
@@ -60,9 +60,9 @@ def plot_curves_by_anneal(curves: pd.DataFrame, bold: set[int], path: Path) -> P
         style = {"color": anneal_color(anneal), "lw": 2.6 if strong else 1.0, "alpha": 1.0 if strong else 0.45,
                  "zorder": 3 if strong else 2}
         for ax, key in ((loss_ax, "loss"), (psnr_ax, "val_psnr")):
-            ax.plot(rows["epoch"], rows[key], **style)
+            ax.plot(rows["epoch"] + 1, rows[key], **style)
             if state in STATE_MARKERS:
-                ax.plot(rows["epoch"].iloc[-1:], rows[key].iloc[-1:], STATE_MARKERS[state], ms=7, **style)
+                ax.plot(rows["epoch"].iloc[-1:] + 1, rows[key].iloc[-1:], STATE_MARKERS[state], ms=7, **style)
     loss_ax.set_yscale("log")
     loss_ax.set_title("Training loss")
     loss_ax.set_ylabel("loss (log scale)")

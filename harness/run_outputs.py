@@ -105,15 +105,15 @@ class RunOutputs(Callback):
         write_config(trainer.config.to_dict(), self.run_dir / CONFIG_FILE)
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        self.write_tables(trainer, status="running", message=f"epoch {trainer.epoch - 1} done")
+        self.write_tables(trainer, status="running", message=f"epoch {trainer.epoch} done")
         if self.plots_every_epoch:
-            self.write_plots(trainer, f"after epoch {trainer.epoch - 1}")
+            self.write_plots(trainer, f"after epoch {trainer.epoch}")
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         self.write_tables(trainer, status=result.status, message=result.message, result=result)
         if trainer.history:
             self.write_plots(trainer, "final rollout" if result.status == "completed"
-                             else f"after epoch {trainer.epoch - 1}")
+                             else f"after epoch {trainer.epoch}")
         if trainer.last_rollout is not None:
             count = trainer.last_rollout.shape[0]
             write_rollout_gif(self.run_dir / ROLLOUT_GIF,

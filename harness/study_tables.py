@@ -156,7 +156,7 @@ def _note(trial: optuna.trial.FrozenTrial, retried_as: int | None) -> str:
     history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
     if history:
         resumed = trial.user_attrs.get("resumed_epochs")
-        parts.append(f"retry of trial {history[-1]}" + (f", resumed after epoch {resumed - 1}" if resumed else ""))
+        parts.append(f"retry of trial {history[-1]}" + (f", resumed after epoch {resumed}" if resumed else ""))
     if trial.state == TrialState.FAIL:
         # Only a trial whose worker died has no reason: the objective records every other failure.
         parts.append(str(trial.user_attrs.get("fail_reason") or "worker lost: no heartbeat")[:120])

@@ -284,7 +284,7 @@ def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: Fr
         seeds = len(trial.user_attrs.get("seeds") or [])
         outcome = f"{trial.value:.2f} dB" + (f" ± {spread:.2f} (95%, {seeds} seeds)" if spread is not None else "")
     elif trial.state == TrialState.PRUNED:
-        outcome = f"pruned after epoch {trial.last_step}"
+        outcome = f"pruned after epoch {trial.last_step + 1}"
     else:
         outcome = str(trial.user_attrs.get("fail_reason") or "failed")[:200]
     best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"

@@ -205,7 +205,7 @@ class Trainer:
         if self._outcome is not None:
             status, message = self._outcome
         elif self.epoch < self.config.epochs:
-            status, message = "stopped", f"stopped after epoch {self.epoch - 1}: {self._stop_reason}"
+            status, message = "stopped", f"stopped after epoch {self.epoch}: {self._stop_reason}"
         else:
             status, message = "completed", f"completed {self.config.epochs} epochs"
         last = self.history[-1]["val_psnr"] if self.history else math.nan
@@ -243,7 +243,7 @@ class Trainer:
             loss = cfg.w_recon * recon + cfg.w_kl * beta * kl
             values = torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
             if not torch.isfinite(values).all():
-                raise Diverged(f"diverged at epoch {self.epoch}, step {step}: "
+                raise Diverged(f"diverged at epoch {self.epoch + 1}, step {step + 1}: "
                                f"loss={values[0].item():.4g} recon={values[1].item():.4g} kl={values[2].item():.4g}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -254,7 +254,7 @@ class Trainer:
             else:   # backprop overflowed (long free-running chains): skip the update, as loss scalers do
                 skipped += 1
                 if skipped > max(1, steps // 4):
-                    raise Diverged(f"diverged at epoch {self.epoch}, step {step}: non-finite gradients "
+                    raise Diverged(f"diverged at epoch {self.epoch + 1}, step {step + 1}: non-finite gradients "
                                    f"in {skipped} of {step + 1} steps")
             totals += values
             for callback in self.callbacks:

@@ -153,7 +153,7 @@ def test_a_killed_worker_s_trial_is_retried_and_resumes_from_its_last_epoch(serv
     assert retry.params == lost.params
     assert retry.user_attrs["resumed_from_trial"] == 0 and retry.user_attrs["resumed_epochs"] == saved_epochs
     assert retry.user_attrs["epochs_run"] == LONG_BUDGET["epochs"]
-    assert f"resuming trial 0 after epoch {saved_epochs - 1}" in err
+    assert f"resuming trial 0 after epoch {saved_epochs}" in err
     requeued_after = (lost.datetime_complete - killed_at).total_seconds()
     assert 0 < requeued_after < 120
 

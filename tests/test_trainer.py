@@ -64,14 +64,14 @@ def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tiny_config, tmp_p
     def poisoned(*args, **kwargs):
         pred, kl = real(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == trainer.steps_per_epoch + 3:   # epoch 1, step 2
+        if calls["n"] == trainer.steps_per_epoch + 3:   # the 2nd epoch's 3rd step
             kl = kl * math.nan
         return pred, kl
 
     monkeypatch.setattr(trainer.model, "reconstruct", poisoned)
     result = trainer.fit()
     assert result.status == "diverged"
-    assert result.message.startswith("diverged at epoch 1, step 2")
+    assert result.message.startswith("diverged at epoch 2, step 3")
     assert result.epochs_run == 1
     # The last good checkpoint (epoch 0) is intact.
     assert load_checkpoint(tmp_path / "checkpoints" / LAST_CHECKPOINT)["epoch"] == 1
