@@ -70,6 +70,12 @@ def resolve_stores(runs_dir: str | Path | None = None, storage: str | None = Non
     return Stores(runs, storage, tracking_uri, artifacts)
 
 
+def holds_no_store(url: str) -> bool:
+    """True for a SQLite URL whose file does not exist: reading it must not create it."""
+    path = sqlite_path(url)
+    return path is not None and not path.exists()
+
+
 def prepare_sqlite(url: str) -> None:
     """Create the folder of a SQLite store and switch it to WAL, so readers never block the writer.
 

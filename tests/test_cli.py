@@ -152,3 +152,30 @@ def test_train_without_data_generates_the_synthetic_set_once(tmp_path):
     assert "generating" not in second.output
     summary = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert summary["data"].endswith("v2-32x64-seed0") and summary["epochs_run"] == 1
+
+
+def test_studies_on_a_folder_without_a_store_says_so_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("HARNESS_STORAGE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    empty = tmp_path / "not-a-runs-dir"
+    empty.mkdir()
+    result = run("studies", "--runs-dir", empty)
+    assert result.exit_code == 0, result.output
+    assert "holds no study store" in result.output and str(empty) in result.output
+    assert list(empty.iterdir()) == []
+
+
+def test_a_bug_is_reported_as_a_bug_with_a_crash_log(tmp_path, monkeypatch):
+    import harness.sweep_commands as commands
+
+    def broken(*args, **kwargs):
+        raise ValueError("deep inside a library")
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("HARNESS_DEBUG", raising=False)
+    monkeypatch.setattr(commands, "_stores", broken)
+    result = run("studies", "--runs-dir", tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "bug: ValueError: deep inside a library" in result.output and "Traceback" not in result.output
+    logs = list((tmp_path / "cache" / "logs").glob("crash-*.log"))
+    assert len(logs) == 1 and "deep inside a library" in logs[0].read_text()
