@@ -223,7 +223,17 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     echo(f"rolling out {len(sequences)} sequence(s) from {root} with K={k} on {torch_device}")
     rollout = {"samples": k, "seed": seed, "length": length, "device": torch_device,
                "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize}
-    generated = generate_sequences(model, sequences, **rollout)
+    frames = sum(len(seq.labels) if length is None else min(length, len(seq.labels)) for seq in sequences)
+
+    def timed_rollout(name: str, source: Any) -> list:
+        # A 630-frame rollout takes about a minute on a CPU: say what is running and how long it took.
+        echo(f"{name}: rolling out {frames} frames ...")
+        started = time.perf_counter()
+        results = generate_sequences(source, sequences, **rollout)
+        echo(f"{name}: done in {time.perf_counter() - started:.1f}s")
+        return results
+
+    generated = timed_rollout("model", model)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, curves, figure_curves = [], {}, {}
@@ -236,8 +246,8 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     if any(gen.psnr is not None for gen in generated):
         # Where ground truth exists, the two baselines roll out the same sequences beside the model.
         runs = {"model": generated,
-                "repeat first frame": generate_sequences(RepeatFirstFrame(), sequences, **rollout),
-                "untrained model": generate_sequences(untrained_model(config, torch_device), sequences, **rollout)}
+                "repeat first frame": timed_rollout("baseline repeat first frame", RepeatFirstFrame()),
+                "untrained model": timed_rollout("baseline untrained model", untrained_model(config, torch_device))}
         for name, results in runs.items():
             for gen in results:
                 if gen.psnr is None:

@@ -102,6 +102,9 @@ def test_generate_writes_gif_submission_and_psnr(trained_run, tiny_data_root, tm
     result = run("generate", "--ckpt", trained_run / "checkpoints" / "last.pt", "--data", tiny_data_root,
                  "--out", out, "--length", 20, "--samples", 2)
     assert result.exit_code == 0, result.output
+    # Each rollout says what it is doing and how long it took (a full one takes a minute on a CPU).
+    for name in ("model", "baseline repeat first frame", "baseline untrained model"):
+        assert f"{name}: rolling out" in result.output and f"{name}: done in" in result.output
     assert iio.imread(out / "rollout_0.gif", index=None).shape[0] == 20
     submission = np.loadtxt(out / "submission.csv", delimiter=",", skiprows=1, dtype=np.int64)
     header = (out / "submission.csv").read_text().splitlines()[0].split(",")
