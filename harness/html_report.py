@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import optuna
@@ -52,12 +53,15 @@ class TrialCurves:
     figure: dict[str, list[float]]      # PSNR per frame over the figure: "model" and each baseline (masked data)
 
 
-def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path) -> Path:
-    """Write the report folder and log it to the study's parent run; returns index.html."""
+def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path,
+                      progress: Callable[[str], None] = lambda line: None) -> Path:
+    """Write the report folder and log it to the study's parent run; returns index.html.
+    `progress` hears one line per stage (reading MLflow and drawing figures take a while)."""
     trials = study.get_trials(deepcopy=False)
     if not trials:
         raise EmptyStudy(f"--study {study.study_name}: the study has no trials yet; nothing to report")
     out_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"report: reading the curves of {len(trials)} trial(s) from MLflow")
     curves = [c for c in (_trial_curves(tracker, t) for t in trials) if c is not None]
     table = trials_table(study)
     if "kl_anneal_type" not in table:    # fixed by the spec rather than searched: from the runs' params
@@ -66,12 +70,20 @@ def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path)
     table.to_csv(out_dir / "trials.csv", index=False)
 
     best_by_anneal = _best_by_anneal(curves)
-    sections = [_answer_section(study, curves, best_by_anneal, out_dir),
-                _schedules_section(curves, trials, out_dir), _curves_section(curves, best_by_anneal, out_dir),
-                _per_frame_section(best_by_anneal, out_dir), _history_section(study, trials, out_dir),
-                _table_section(table), _rollout_section(tracker, best_trial(trials), out_dir)]
+    builders = [("the answer", lambda: _answer_section(study, curves, best_by_anneal, out_dir)),
+                ("schedules", lambda: _schedules_section(curves, trials, out_dir)),
+                ("curves", lambda: _curves_section(curves, best_by_anneal, out_dir)),
+                ("PSNR per frame", lambda: _per_frame_section(best_by_anneal, out_dir)),
+                ("history", lambda: _history_section(study, trials, out_dir)),
+                ("trial table", lambda: _table_section(table)),
+                ("rollout", lambda: _rollout_section(tracker, best_trial(trials), out_dir))]
+    sections = []
+    for number, (name, build) in enumerate(builders, start=1):
+        progress(f"report: section {number}/{len(builders)}, {name}")
+        sections.append(build())
     index = out_dir / "index.html"
     index.write_text(_page(study, trials, sections))
+    progress("report: logging the folder to the study's MLflow parent run")
     tracker.client.log_artifacts(tracker.parent_run_id, str(out_dir), "report")
     return index
 

@@ -171,7 +171,7 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
         from .tracking import StudyTracker
 
         folder = out or stores.runs_dir / "reports" / loaded.study_name
-        index = write_html_report(loaded, StudyTracker(stores, loaded.study_name), folder)
+        index = write_html_report(loaded, StudyTracker(stores, loaded.study_name), folder, progress=echo)
         echo(f"wrote {index} (also logged to the study's MLflow parent run, under report/)")
 
 

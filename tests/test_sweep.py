@@ -148,7 +148,8 @@ def check_html_report(folder: Path, trials: list, tmp_path: Path) -> str:
 def test_html_report_renders_the_study_and_logs_it_to_mlflow(smoke, tmp_path):
     runs, _ = smoke
     out = tmp_path / "report"
-    ok(harness("report", "--study", "smoke", "--html", "--out", str(out), "--runs-dir", str(runs)))
+    result = ok(harness("report", "--study", "smoke", "--html", "--out", str(out), "--runs-dir", str(runs)))
+    assert "report: section 7/7, rollout" in result.stderr   # it says what it is doing
     trials = study(runs, "smoke").get_trials()
     page = check_html_report(out, trials, tmp_path)
     for name in ("best_trial_schedules.png", "curves_by_anneal.png", "psnr_per_frame_by_anneal.png",
