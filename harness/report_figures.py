@@ -10,10 +10,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from models.schedules import KL_SCHEDULES
+
 from .plots import new_figure, save_figure
 
 # One colour per KL-annealing type, the same in every figure of a report.
-ANNEAL_COLORS = {"None": "tab:gray", "Monotonic": "tab:blue", "Cyclical": "tab:orange", "Sigmoid": "tab:green"}
+# One colour per registered KL schedule, in registry order (a new schedule gets the next one).
+ANNEAL_PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:pink", "tab:olive")
+ANNEAL_COLORS = dict(zip(KL_SCHEDULES, ANNEAL_PALETTE))
 OTHER_COLOR = "tab:purple"
 STATE_MARKERS = {"PRUNED": "x", "FAIL": "X", "RUNNING": ">"}
 BASELINE_STYLES = ("--", ":")

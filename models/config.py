@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .schedules import KL_SCHEDULES
 
-KL_ANNEAL_TYPES = ("None", "Monotonic", "Cyclical", "Sigmoid")
+KL_ANNEAL_TYPES = tuple(KL_SCHEDULES)
 # Fields that take one of a few words; the first is the default (the lab's recipe).
 CHOICES = {
     "kl_anneal_type": KL_ANNEAL_TYPES,
@@ -84,7 +85,7 @@ class TrainConfig:
                               "average is the model that validation scores and checkpoints export. 0: off (the lab's).")
     lr_warmup: int = _option(0, "Steps of linear learning-rate warm-up from 0 at the start of training.")
     # KL annealing
-    kl_anneal_type: str = _option("Cyclical", "KL beta schedule: None, Monotonic, Cyclical or Sigmoid.")
+    kl_anneal_type: str = _option("Cyclical", f"KL beta schedule: {', '.join(KL_ANNEAL_TYPES)}.")
     kl_anneal_cycle: int = _option(10, "Number of cycles of the Cyclical schedule.")
     kl_anneal_ratio: float = _option(1.0, "Fraction of a cycle (or of the run) over which beta rises, in (0, 1].")
     # teacher forcing

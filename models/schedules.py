@@ -21,24 +21,53 @@ Teacher forcing, starting ratio r0, decay start S, step d:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 SIGMOID_STEEPNESS = 12.0
 
 
+@dataclass(frozen=True)
+class KLSchedule:
+    """One KL-annealing schedule: beta(epoch, epochs, n_cycle, ratio) and the config keys it reads."""
+    beta: Callable[[int, int, int, float], float]
+    params: tuple[str, ...]
+
+
+def _none(epoch: int, epochs: int, n_cycle: int, ratio: float) -> float:
+    return 1.0
+
+
+def _monotonic(epoch: int, epochs: int, n_cycle: int, ratio: float) -> float:
+    return min(1.0, epoch / (ratio * epochs))
+
+
+def _cyclical(epoch: int, epochs: int, n_cycle: int, ratio: float) -> float:
+    period = epochs / n_cycle
+    tau = math.fmod(epoch, period) / period
+    return min(1.0, tau / ratio)
+
+
+def _sigmoid(epoch: int, epochs: int, n_cycle: int, ratio: float) -> float:
+    x = epoch / (ratio * epochs)
+    return 1.0 / (1.0 + math.exp(-SIGMOID_STEEPNESS * (x - 0.5)))
+
+
+# The one place that lists KL schedules: the config's choices, the CLI help and the report's colours
+# read from it. A new schedule is one function above and one line here.
+KL_SCHEDULES: dict[str, KLSchedule] = {
+    "None": KLSchedule(_none, ()),
+    "Monotonic": KLSchedule(_monotonic, ("kl_anneal_ratio",)),
+    "Cyclical": KLSchedule(_cyclical, ("kl_anneal_cycle", "kl_anneal_ratio")),
+    "Sigmoid": KLSchedule(_sigmoid, ("kl_anneal_ratio",)),
+}
+
+
 def kl_beta(kind: str, epoch: int, epochs: int, n_cycle: int = 1, ratio: float = 1.0) -> float:
     """Closed-form beta of epoch `epoch` (0-based) in a run of `epochs` epochs."""
-    if kind == "None":
-        return 1.0
-    if kind == "Monotonic":
-        return min(1.0, epoch / (ratio * epochs))
-    if kind == "Cyclical":
-        period = epochs / n_cycle
-        tau = math.fmod(epoch, period) / period
-        return min(1.0, tau / ratio)
-    if kind == "Sigmoid":
-        x = epoch / (ratio * epochs)
-        return 1.0 / (1.0 + math.exp(-SIGMOID_STEEPNESS * (x - 0.5)))
-    raise ValueError(f"unknown KL anneal type {kind!r}")
+    if kind not in KL_SCHEDULES:
+        raise ValueError(f"unknown KL anneal type {kind!r}")
+    return KL_SCHEDULES[kind].beta(epoch, epochs, n_cycle, ratio)
 
 
 def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step: float) -> float:

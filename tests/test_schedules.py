@@ -93,3 +93,15 @@ def test_schedule_state_round_trips():
     kl2.load_state_dict(kl.state_dict())
     tf2.load_state_dict(tf.state_dict())
     assert (kl2.beta, tf2.ratio) == (kl.beta, tf.ratio) == (pytest.approx(0.4), 0.75)
+
+
+def test_the_registry_is_what_config_and_report_read():
+    from harness.report_figures import anneal_color
+    from models.config import CHOICES
+    from models.schedules import KL_SCHEDULES
+
+    assert CHOICES["kl_anneal_type"] == tuple(KL_SCHEDULES) == ("None", "Monotonic", "Cyclical", "Sigmoid")
+    colours = [anneal_color(name) for name in KL_SCHEDULES]
+    assert len(set(colours)) == len(colours)          # every schedule its own colour
+    assert KL_SCHEDULES["Cyclical"].params == ("kl_anneal_cycle", "kl_anneal_ratio")
+    assert KL_SCHEDULES["None"].params == ()
