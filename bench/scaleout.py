@@ -30,7 +30,7 @@ from common import record  # noqa: E402
 from servers import mlflow_server, postgres_server, stop_group  # noqa: E402
 
 from harness.studies import load_study_spec  # noqa: E402
-from harness.sweep import GRACE_SECONDS, HEARTBEAT_SECONDS  # noqa: E402
+from harness.study import GRACE_SECONDS, HEARTBEAT_SECONDS  # noqa: E402
 
 CORES = os.cpu_count() or 1
 

@@ -24,7 +24,7 @@ from models.errors import HarnessError
 from . import report_figures as figures
 from .run_outputs import ROLLOUT_GIF
 from .study_tables import anneal_table, trials_table
-from .sweep import best_trial
+from .study import best_trial
 from .tracking import TRIAL_TAG, StudyTracker, baseline_key, seed_prefix
 
 # The baselines a trial scores on its validation rollout (models.trainer.Trainer.compute_baselines).

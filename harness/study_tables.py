@@ -13,7 +13,7 @@ from models.errors import HarnessError
 from .intervals import Interval, difference_interval, mean_interval
 
 from .stores import Stores
-from .sweep import STATES, best_trial, open_storage, state_counts
+from .study import STATES, best_trial, open_storage, state_counts
 
 
 class UnknownStudy(HarnessError):

@@ -193,7 +193,7 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
 
     from .run_outputs import json_safe, write_config
     from .study_tables import load_existing_study
-    from .sweep import best_trial
+    from .study import best_trial
     from .tracking import StudyTracker, seed_prefix
 
     stores = _stores(runs_dir, storage, tracking_uri)

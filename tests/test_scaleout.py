@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.stores import resolve_stores
-from harness.sweep import heartbeat_settings
+from harness.study import heartbeat_settings
 from harness.tracking import StudyTracker
 from models.config import TrainConfig
 from models.data import load_dance_data
