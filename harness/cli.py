@@ -205,7 +205,8 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
 
     from models.checkpoint import load_model
     from models.data import load_test_sequences
-    from models.generate import RepeatFirstFrame, generate_sequences, untrained_model, write_submission_csv
+    from models.generate import (RepeatFirstFrame, generate_sequences, rollout_length, untrained_model,
+                                 write_submission_csv)
     from models.metrics import REGIONS
     from models.trainer import resolve_device
 
@@ -223,7 +224,7 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     echo(f"rolling out {len(sequences)} sequence(s) from {root} with K={k} on {torch_device}")
     rollout = {"samples": k, "seed": seed, "length": length, "device": torch_device,
                "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize}
-    frames = sum(len(seq.labels) if length is None else min(length, len(seq.labels)) for seq in sequences)
+    frames = sum(rollout_length(seq, length) for seq in sequences)
 
     def timed_rollout(name: str, source: Any) -> list:
         # A 630-frame rollout takes about a minute on a CPU: say what is running and how long it took.

@@ -163,20 +163,13 @@ def _per_frame_section(best_by_anneal: dict[str, TrialCurves], out_dir: Path) ->
     # The baselines of the best trial overall (repeat frame 0 is the same for every trial of a study).
     top = max(best.values(), key=lambda c: c.trial.value)
     baselines = top.baselines
-    rows = [{"curve": f"{anneal} (trial {c.trial.number})", "frame": frame, "psnr": value}
-            for anneal, c in sorted(best.items()) for frame, value in enumerate(c.per_frame, start=1)]
-    rows += [{"curve": f"baseline: {name}", "frame": frame, "psnr": value}
-             for name, values in baselines.items() for frame, value in enumerate(values, start=1)]
-    pd.DataFrame(rows).to_csv(out_dir / "psnr_per_frame.csv", index=False)
+    rows = _curve_rows({a: (c.trial.number, c.per_frame) for a, c in best.items()}, baselines, "")
     figure_panel = None
     if all("model" in c.figure for c in best.values()):     # masked data: a figure-only panel as well
         figure_panel = ({a: (c.trial.number, c.figure["model"]) for a, c in best.items()},
                         {name: values for name, values in top.figure.items() if name != "model"})
-        rows += [{"curve": f"{anneal} (trial {c.trial.number}), figure", "frame": frame, "psnr": value}
-                 for anneal, c in sorted(best.items()) for frame, value in enumerate(c.figure["model"], start=1)]
-        rows += [{"curve": f"baseline: {name}, figure", "frame": frame, "psnr": value}
-                 for name, values in figure_panel[1].items() for frame, value in enumerate(values, start=1)]
-        pd.DataFrame(rows).to_csv(out_dir / "psnr_per_frame.csv", index=False)
+        rows += _curve_rows(*figure_panel, ", figure")
+    pd.DataFrame(rows).to_csv(out_dir / "psnr_per_frame.csv", index=False)
     figures.plot_psnr_per_frame_by_anneal({a: (c.trial.number, c.per_frame) for a, c in best.items()},
                                           baselines, out_dir / PER_FRAME_PNG, figure_panel)
     missing = "" if baselines else (" The trials scored no baselines (their spec sets <code>baselines: false</code>),"
@@ -185,6 +178,15 @@ def _per_frame_section(best_by_anneal: dict[str, TrialCurves], out_dir: Path) ->
                     f"KL-annealing type, beside the baselines of trial {top.trial.number} (dashed): repeating "
                     f"the first frame, and the untrained model.{missing}</p>"
                     + _figure(PER_FRAME_PNG, "psnr_per_frame.csv"))
+
+
+def _curve_rows(models: dict[str, tuple[int, list[float]]], baselines: dict[str, list[float]],
+                suffix: str) -> list[dict]:
+    """CSV rows (curve, frame, psnr) of each type's best trial and of the baselines, from frame 1."""
+    curves = {f"{anneal} (trial {number}){suffix}": values for anneal, (number, values) in sorted(models.items())}
+    curves.update({f"baseline: {name}{suffix}": values for name, values in baselines.items()})
+    return [{"curve": curve, "frame": frame, "psnr": value}
+            for curve, values in curves.items() for frame, value in enumerate(values, start=1)]
 
 
 def _history_section(study: optuna.Study, trials: list[FrozenTrial], out_dir: Path) -> str:

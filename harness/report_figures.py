@@ -14,9 +14,9 @@ from models.schedules import KL_SCHEDULES
 
 from .plots import new_figure, save_figure
 
-# One colour per KL-annealing type, the same in every figure of a report.
-# One colour per registered KL schedule, in registry order (a new schedule gets the next one).
-ANNEAL_PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:pink", "tab:olive")
+# One colour per registered KL schedule, in registry order (a new schedule gets the next one), the same
+# in every figure of a report; OTHER_COLOR, kept out of the palette, for a type the registry lacks.
+ANNEAL_PALETTE = ("tab:gray", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:pink", "tab:olive", "tab:cyan")
 ANNEAL_COLORS = dict(zip(KL_SCHEDULES, ANNEAL_PALETTE))
 OTHER_COLOR = "tab:purple"
 STATE_MARKERS = {"PRUNED": "x", "FAIL": "X", "RUNNING": ">"}

@@ -36,7 +36,6 @@ MAX_CONSECUTIVE_FAILURES = 3
 MAX_CONSECUTIVE_REPEATS = 20
 
 
-
 class SweepError(HarnessError):
     """The sweep cannot go on (one line, shown to the user)."""
 

@@ -35,7 +35,6 @@ DUPLICATE_KEY_SIGNS = ("UniqueViolation", "duplicate key", "UNIQUE constraint fa
 RACE_RETRIES = 3
 
 
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 

@@ -38,6 +38,11 @@ def untrained_model(config: TrainConfig, device: torch.device | str = "cpu") -> 
     return VideoCVAE.from_config(config).to(device)
 
 
+def rollout_length(seq: TestSequence, length: int | None) -> int:
+    """Frames a rollout of `seq` has: its poses, or the first `length` of them."""
+    return len(seq.labels) if length is None else min(length, len(seq.labels))
+
+
 def generate_sequences(model: VideoCVAE | RepeatFirstFrame, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
                        length: int | None = None, device: torch.device | str = "cpu",
                        zero_z: bool = False, quantize: bool = False) -> list[Generated]:
@@ -46,7 +51,7 @@ def generate_sequences(model: VideoCVAE | RepeatFirstFrame, sequences: list[Test
     results: dict[int, Generated] = {}
     by_length: dict[int, list[TestSequence]] = {}
     for seq in sequences:
-        count = len(seq.labels) if length is None else min(length, len(seq.labels))
+        count = rollout_length(seq, length)
         by_length.setdefault(count, []).append(seq)
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
