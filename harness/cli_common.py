@@ -41,6 +41,9 @@ def quiet_libraries() -> None:
     # Heartbeats and retry history are marked experimental in Optuna 5; the harness relies on them knowingly.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # noise in a log
+    # `import mlflow` resets its loggers' levels from this variable, so a level set on the logger
+    # before that import is lost; the variable holds whenever mlflow is first imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 

@@ -22,6 +22,7 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from harness.errors import UsageError
 from harness.stores import resolve_stores
 from harness.study import heartbeat_settings
 from harness.tracking import StudyTracker
@@ -269,7 +270,7 @@ def test_unreachable_servers_are_one_line_errors(option, value, message, tmp_pat
 def test_bad_heartbeat_settings_are_named_errors(heartbeat, grace, message, monkeypatch):
     monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", heartbeat)
     monkeypatch.setenv("HARNESS_GRACE_SECONDS", grace)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UsageError) as error:
         heartbeat_settings()
     assert str(error.value).startswith(message)
 
