@@ -4,7 +4,10 @@ Optuna and MLflow are imported inside the commands: `harness train` stays quick 
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -248,9 +251,26 @@ def ui(host: str, port: int, runs_dir: Path | None, storage: str | None, trackin
     if stores.artifact_location:
         command += ["--default-artifact-root", stores.artifact_location]
     echo(f"MLflow UI: http://{host}:{port}  (store {stores.tracking_uri}; Ctrl-C stops it)")
-    process = subprocess.Popen(command)
+    sys.exit(_serve_until_stopped(command))
+
+
+def _serve_until_stopped(command: list[str]) -> int:
+    """Run the MLflow UI in its own process group and stop that whole group (the UI starts uvicorn
+    and job workers of its own) on Ctrl-C or SIGTERM, so no server outlives `harness ui`."""
+    process = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
-        sys.exit(process.wait())
+        return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)   # whatever the UI's own children left running
+        process.wait()
+        return 0

@@ -183,7 +183,20 @@ def test_ui_serves_the_runs_directory_store(smoke):
         assert body["experiment"]["name"] == "smoke"
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+    # Stopping `harness ui` stops the server it started (and the server's own workers) with it.
+    deadline = time.monotonic() + 30
+    while _answers(url) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not _answers(url), "the MLflow UI outlived `harness ui`"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 # -- pruning, failures, concurrency, bad input ---------------------------------------------------
