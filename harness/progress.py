@@ -32,8 +32,8 @@ class ProgressReporter(Callback):
         self.prefix = prefix
         self._epoch_start = 0.0
         self._last_log = 0.0
-        self._run_start = 0.0
         self._epochs_timed = 0
+        self._epochs_seconds = 0.0   # this trainer's own epochs: seeds trained in lockstep take turns
 
     def _print(self, text: str, end: str = "\n") -> None:
         self.stream.write(self.prefix + text + end)
@@ -50,9 +50,11 @@ class ProgressReporter(Callback):
             f"epochs {trainer.epoch + 1}..{cfg.epochs}")
         for name, per_frame in trainer.baselines.items():
             self._print(f"baseline {name}: val PSNR {mean_psnr(per_frame):.2f} dB")
-        self._run_start = time.perf_counter()
-        self._epoch_start = self._last_log = self._run_start
         self._epochs_timed = 0
+        self._epochs_seconds = 0.0
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        self._epoch_start = self._last_log = time.perf_counter()
 
     def on_step_end(self, trainer: Trainer, step: int, steps: int, loss: float) -> None:
         now = time.perf_counter()
@@ -72,7 +74,8 @@ class ProgressReporter(Callback):
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         now = time.perf_counter()
         self._epochs_timed += 1
-        per_epoch = (now - self._run_start) / self._epochs_timed
+        self._epochs_seconds += now - self._epoch_start
+        per_epoch = self._epochs_seconds / self._epochs_timed
         remaining = trainer.config.epochs - trainer.epoch
         text = (f"epoch {metrics['epoch'] + 1}/{trainer.config.epochs}: loss {metrics['loss']:.4g} "
                 f"recon {metrics['recon']:.4g} kl {metrics['kl']:.4g} beta {metrics['beta']:.3f} "
@@ -80,7 +83,6 @@ class ProgressReporter(Callback):
                 f"(best {trainer.best_val_psnr:.2f}) | {format_duration(now - self._epoch_start)}"
                 f" | ETA {format_duration(per_epoch * remaining)}")
         self._print(("\r" if self.live else "") + text + ("\033[K" if self.live else ""))
-        self._epoch_start = self._last_log = now
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         final = (f"; final {trainer.config.val_vi_len}-frame rollout {result.final_val_psnr:.2f} dB"

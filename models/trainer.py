@@ -30,6 +30,8 @@ class Callback:
 
     def on_train_start(self, trainer: "Trainer") -> None: ...
 
+    def on_epoch_start(self, trainer: "Trainer") -> None: ...
+
     def on_step_end(self, trainer: "Trainer", step: int, steps: int, loss: float) -> None: ...
 
     def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
@@ -177,6 +179,8 @@ class Trainer:
 
     def advance(self) -> None:
         """Train and validate one epoch, checkpoint it, and call the epoch callbacks."""
+        for callback in self.callbacks:
+            callback.on_epoch_start(self)
         try:
             metrics = self.train_epoch()
         except Diverged as err:
