@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny synthetic data set and a tiny model config, so tests run in seconds on a CPU."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,24 @@ def tiny_config() -> TrainConfig:
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Keep the synthetic-data and frame caches out of the user's home."""
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "harness-cache"))
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, created once: MLflow's schema migrations take seconds per store."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def runs_dir(tmp_path, migrated_mlflow_db) -> Path:
+    """A runs directory whose MLflow store already has its tables (copied from the template)."""
+    from harness.stores import MLFLOW_DB
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copy(migrated_mlflow_db, runs / MLFLOW_DB)
+    return runs
