@@ -1,5 +1,4 @@
 """Study specs: the shipped YAML files, suggestion of (conditional) parameters, samplers, pruners, and errors."""
-import copy
 import dataclasses
 import itertools
 import warnings
@@ -7,7 +6,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from harness.studies import (
     BUDGET_KEYS, ParamSpec, SpecError, StudySpec, available_studies, load_study_spec, make_pruner, make_sampler,
@@ -15,6 +13,7 @@ from harness.studies import (
 )
 from models.config import TrainConfig
 from models.schedules import teacher_forcing_ratio
+from spec_helpers import DELETE, base_spec, changed_spec, write_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -25,28 +24,6 @@ RESEARCH = ("full", "kl_schedules", "loss_weighting", "teacher_forcing")
 @pytest.fixture(autouse=True)
 def shipped_studies_dir(monkeypatch):
     monkeypatch.delenv("HARNESS_STUDIES_DIR", raising=False)
-
-
-def base_spec() -> dict:
-    """A small valid spec with a conditional parameter; the bad-spec cases each break one thing in it."""
-    return {
-        "name": "t",
-        "n_trials": 4,
-        "budget": {"epochs": 2, "val_vi_len": 32},
-        "fixed": {"batch_size": 2},
-        "search_space": {
-            "kl_anneal_type": {"type": "categorical", "choices": ["None", "Cyclical"]},
-            "kl_anneal_cycle": {"type": "int", "low": 1, "high": 10, "when": {"kl_anneal_type": ["Cyclical"]}},
-            "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-        },
-        "enqueue": [{"kl_anneal_type": "Cyclical", "kl_anneal_cycle": 10, "lr": 0.001}],
-    }
-
-
-def write_spec(tmp_path: Path, spec: dict, name: str = "t") -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
 
 
 def new_study(spec: StudySpec, seed: int | None = None) -> optuna.Study:
@@ -249,18 +226,6 @@ def test_param_contains():
 
 # -- bad specs ------------------------------------------------------------------------------------
 
-DELETE = object()
-
-
-def set_path(spec: dict, path: tuple, value) -> None:
-    for key in path[:-1]:
-        spec = spec[key]
-    if value is DELETE:
-        del spec[path[-1]]
-    else:
-        spec[path[-1]] = value
-
-
 GRID = {"type": "grid"}
 FLAT_SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
 BAD_SPECS = [
@@ -374,10 +339,7 @@ BAD_SPECS = [
 
 @pytest.mark.parametrize("changes, key", [case[1:] for case in BAD_SPECS], ids=[case[0] for case in BAD_SPECS])
 def test_bad_spec_names_file_and_key(tmp_path, changes, key):
-    raw = copy.deepcopy(base_spec())
-    for path, value in changes.items():
-        set_path(raw, path, value)
-    path = write_spec(tmp_path, raw)
+    path = changed_spec(tmp_path, changes)
     with pytest.raises(SpecError) as info:
         load_study_spec(path)
     message = str(info.value)
