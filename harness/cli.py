@@ -10,7 +10,6 @@ from typing import Any, Callable
 import click
 import yaml
 
-from models.checkpoint import load_checkpoint
 from models.config import CHOICES, ConfigError, TrainConfig
 from models.synth import APPEARANCES, generate_dataset
 
@@ -113,7 +112,7 @@ def resolve_config(config_file: Path | None, data_dir: str | None, overrides: di
 
 def resumed_config(run_dir: Path, data_dir: str | None, overrides: dict) -> tuple[Path, TrainConfig]:
     """The checkpoint to resume and its config; typed options must agree with it."""
-    from models.checkpoint import config_from_checkpoint
+    from models.checkpoint import config_from_checkpoint, load_checkpoint
     from models.trainer import LAST_CHECKPOINT
 
     ckpt = run_dir / "checkpoints" / LAST_CHECKPOINT

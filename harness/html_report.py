@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from models.errors import HarnessError
 
 from . import report_figures as figures
-from .run_outputs import ROLLOUT_GIF
+from .run_files import ROLLOUT_GIF
 from .study_tables import anneal_table, trials_table
 from .study import best_trial
 from .tracking import TRIAL_TAG, StudyTracker, baseline_key, seed_prefix

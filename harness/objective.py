@@ -25,8 +25,8 @@ from .progress import ProgressReporter
 from .run_outputs import RunOutputs, json_safe, write_seed_plot
 from .stores import Stores
 from .studies import StudySpec, suggest_params, train_values
-from .tracking import (MlflowTrialLogger, StudyTracker, baseline_key, final_metrics, mean_epoch_metrics,
-                       mean_final_metrics, seed_prefix)
+from .tracking import StudyTracker, baseline_key, mean_epoch_metrics, mean_final_metrics, seed_prefix
+from .trial_logging import MlflowTrialLogger, final_metrics
 
 
 class TrialFailed(RuntimeError):

@@ -1,4 +1,4 @@
-"""The files a training run leaves in its folder: config, metrics, plots, rollout GIF.
+"""The files a training run leaves in its folder (named in `run_files`): config, metrics, plots, rollout GIF.
 
 Written at every epoch's end (so an interrupted run still has them) by the
 `RunOutputs` callback; `harness train` and sweep trials share it.
@@ -11,26 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from models.metrics import REGIONS
 from models.trainer import Callback, Trainer, TrainResult
 
 from .media import to_uint8_frames, write_rollout_gif
 from .plots import plot_psnr_per_frame, plot_schedules, plot_training_curves
-
-CONFIG_FILE = "config.yaml"
-METRICS_CSV = "metrics.csv"
-METRICS_JSON = "metrics.json"
-PSNR_CSV = "psnr_per_frame.csv"
-LOSS_PNG = "loss.png"
-SCHEDULES_PNG = "schedules.png"
-PSNR_PNG = "psnr_per_frame.png"
-ROLLOUT_GIF = "rollout.gif"
-
-
-def write_config(config_dict: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_dict, sort_keys=False))
+from .run_files import (CONFIG_FILE, LOSS_PNG, METRICS_CSV, METRICS_JSON, PSNR_CSV, PSNR_PNG, ROLLOUT_GIF,
+                        SCHEDULES_PNG, json_safe, write_config)
 
 
 def mean_psnr(per_frame: list[float], skip_nan: bool = False) -> float:
@@ -60,21 +48,6 @@ def figure_curves(trainer: Trainer) -> dict[str, list[float]]:
         return {}
     return {"model": trainer.val_region_psnr_per_frame["figure"],
             **{name: regions["figure"] for name, regions in trainer.region_baselines.items()}}
-
-
-def _json_number(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def json_safe(obj: object) -> object:
-    """NaN and inf are not JSON: write them as null."""
-    if isinstance(obj, float):
-        return _json_number(obj)
-    if isinstance(obj, dict):
-        return {key: json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(value) for value in obj]
-    return obj
 
 
 def region_summary(trainer: Trainer, result: TrainResult | None) -> dict:

@@ -192,9 +192,7 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     quiet_libraries()
     import tempfile
 
-    from models.checkpoint import atomic_copy, config_from_checkpoint, load_checkpoint
-
-    from .run_outputs import json_safe, write_config
+    from .run_files import json_safe, write_config
     from .study_tables import load_existing_study
     from .study import best_trial
     from .tracking import StudyTracker, seed_prefix
@@ -221,6 +219,8 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     if export is None:
         click.echo(json.dumps(json_safe(summary), indent=2))
         return
+    from models.checkpoint import atomic_copy, config_from_checkpoint, load_checkpoint   # torch: only to export
+
     out_dir = out_dir or stores.runs_dir / "best" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = StudyTracker(stores, name)

@@ -1,4 +1,7 @@
-"""MLflow logging for sweeps: one experiment and one parent run per study, one nested run per trial."""
+"""MLflow logging for sweeps: one experiment and one parent run per study, one nested run per trial.
+
+Free of torch and the trainer (readers of a store use it); what a training run sends while it
+trains is `trial_logging`."""
 from __future__ import annotations
 
 import math
@@ -12,9 +15,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from models.trainer import LAST_CHECKPOINT, Callback, Trainer, TrainResult
+from models.checkpoint_files import LAST_CHECKPOINT
 
-from . import run_outputs
+from . import run_files
 from .errors import UsageError
 from .stores import Stores, check_tracking_server, prepare_sqlite, store_lock
 
@@ -144,9 +147,9 @@ class StudyTracker:
         """A run folder's config, tables, plots, GIF and last checkpoint, whichever exist, under
         the artifact folder `prefix` (one seed of several: `seed_<s>/`)."""
         where = prefix.rstrip("/") or None
-        for name in (run_outputs.CONFIG_FILE, run_outputs.METRICS_CSV, run_outputs.METRICS_JSON,
-                     run_outputs.PSNR_CSV, run_outputs.LOSS_PNG, run_outputs.SCHEDULES_PNG,
-                     run_outputs.PSNR_PNG, run_outputs.ROLLOUT_GIF, "error.txt"):
+        for name in (run_files.CONFIG_FILE, run_files.METRICS_CSV, run_files.METRICS_JSON,
+                     run_files.PSNR_CSV, run_files.LOSS_PNG, run_files.SCHEDULES_PNG,
+                     run_files.PSNR_PNG, run_files.ROLLOUT_GIF, "error.txt"):
             if (folder / name).is_file():
                 self.client.log_artifact(run_id, str(folder / name), where)
         checkpoint = folder / "checkpoints" / LAST_CHECKPOINT
@@ -198,56 +201,7 @@ def mean_epoch_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
             for key in epoch_metrics(rows[0]) if all(key in row for row in rows)}
 
 
-def final_metrics(trainer: Trainer, result: TrainResult) -> dict[str, float]:
-    """What a finished run logs once: best and final PSNR (whole frame, figure, background), epochs;
-    the region means are NaN, so left out, on data without masks."""
-    summary = {"best_val_psnr": result.best_val_psnr, "epochs_run": result.epochs_run}
-    if result.status == "completed":
-        summary |= {"final_val_psnr": result.final_val_psnr, "final_val_seconds": result.final_val_seconds,
-                    "final_val_psnr_figure": result.final_val_psnr_figure,
-                    "final_val_psnr_background": result.final_val_psnr_background}
-    return {key: value for key, value in summary.items() if math.isfinite(value)}
-
-
 def mean_final_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
     """The seeds' mean of each final metric that every seed has."""
     return {key: float(np.mean([metrics[key] for metrics in per_seed]))
             for key in per_seed[0] if all(key in metrics for metrics in per_seed)}
-
-
-class MlflowTrialLogger(Callback):
-    """Sends a run's per-epoch metrics to its trial's MLflow run, and at the end its curves and files,
-    under `prefix` (one seed of several: `seed_prefix`)."""
-
-    def __init__(self, tracker: StudyTracker, run_id: str, trial_dir: Path, prefix: str = ""):
-        self.tracker = tracker
-        self.run_id = run_id
-        self.trial_dir = trial_dir
-        self.prefix = prefix
-
-    def _log(self, values: dict[str, float], step: int = 0) -> None:
-        self.tracker.log_metrics(self.run_id, {self.prefix + key: value for key, value in values.items()}, step)
-
-    def on_train_start(self, trainer: Trainer) -> None:
-        baselines = {baseline_key(name): run_outputs.mean_psnr(values) for name, values in trainer.baselines.items()}
-        baselines |= {baseline_key(name, region): run_outputs.mean_psnr(values, skip_nan=True)
-                      for name, by_region in trainer.region_baselines.items() for region, values in by_region.items()}
-        if baselines:
-            self._log(baselines)
-        for row in trainer.history:     # a resumed trial: the restored epochs, so its curves are whole
-            self.on_epoch_end(trainer, row)
-
-    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        self._log(epoch_metrics(metrics), step=int(metrics["epoch"]))
-
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        # RunOutputs runs before this callback, so the folder already holds the final files.
-        self._log(final_metrics(trainer, result))
-        self.tracker.log_series(self.run_id, self.prefix + "val_psnr_per_frame", trainer.val_psnr_per_frame)
-        for region, values in trainer.val_region_psnr_per_frame.items():
-            self.tracker.log_series(self.run_id, f"{self.prefix}val_psnr_{region}_per_frame", values)
-        for name, values in trainer.baselines.items():
-            self.tracker.log_series(self.run_id, f"{self.prefix}{baseline_key(name)}_per_frame", values)
-            for region, curve in trainer.region_baselines.get(name, {}).items():
-                self.tracker.log_series(self.run_id, f"{self.prefix}{baseline_key(name, region)}_per_frame", curve)
-        self.tracker.log_files(self.run_id, self.trial_dir, self.prefix)

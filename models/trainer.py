@@ -14,15 +14,13 @@ import numpy as np
 import torch
 
 from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
+from .checkpoint_files import BEST_CHECKPOINT, LAST_CHECKPOINT
 from .config import TrainConfig
 from .cvae import VideoCVAE
 from .data import DanceData, to_uint8, to_unit
 from .execution import Execution
 from .metrics import masked_psnr_per_frame, mean_rollout_psnr, mse_per_frame, psnr_from_mse, psnr_per_frame
 from .schedules import KLAnnealing, TeacherForcing
-
-LAST_CHECKPOINT = "last.pt"
-BEST_CHECKPOINT = "best.pt"
 
 
 class Callback:

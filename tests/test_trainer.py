@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.run_outputs import METRICS_CSV, METRICS_JSON, PSNR_CSV, RunOutputs
-from harness.tracking import MlflowTrialLogger
+from harness.trial_logging import MlflowTrialLogger
 from models.checkpoint import CheckpointError, load_checkpoint, load_model
 from models.config import TrainConfig
 from models.data import load_dance_data
