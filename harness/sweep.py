@@ -8,8 +8,6 @@ continues the same study; raise `--n-trials` to extend a finished one.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -23,6 +21,7 @@ from models.errors import HarnessError
 from models.data import load_dance_data
 
 from .datasets import frames_cache_dir, resolve_data_root
+from .fingerprint import record_fingerprint, spec_matches_study
 from .objective import SweepContext, objective
 from .progress import format_duration
 from .stores import Stores, safe_url, store_lock
@@ -72,15 +71,6 @@ class StaleTrialHandler:
             self.tracker.close_lost_trial(run_id, trial.number, "worker lost: no heartbeat within the grace period")
 
 
-def spec_fingerprint(spec: StudySpec) -> str:
-    """What makes trials comparable: data, budget, fixed values, search space, objective and seeds."""
-    parts = {"data": spec.data, "budget": spec.budget, "fixed": spec.fixed, "metric": spec.metric,
-             "space": {name: repr(param) for name, param in spec.search_space.items()}}
-    if spec.seeds != 1:     # absent for one seed, so studies created before seeds existed still match
-        parts["seeds"] = spec.seeds
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: StaleTrialHandler) -> optuna.Study:
     """Load the spec's study, or create it and enqueue the spec's reference trials.
 
@@ -94,13 +84,12 @@ def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: Stal
                                         sampler=sampler, pruner=pruner)
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
-            recorded = study.user_attrs.get("spec_fingerprint")
-            if recorded is not None and recorded != spec_fingerprint(spec):
+            if not spec_matches_study(study, spec):
                 raise StudyMismatch(f"study {spec.name!r} in {safe_url(stores.storage_url)} was created from a "
                                     f"different {spec.path.name} (data, budget, fixed values or search space "
                                     "changed); its trials would not compare: use a new study name")
             return study
-        study.set_user_attr("spec_fingerprint", spec_fingerprint(spec))
+        record_fingerprint(study, spec)
         study.set_user_attr("spec_path", str(spec.path))
         study.set_user_attr("description", spec.description)
         for index, params in enumerate(spec.enqueue):
