@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from models.config import TrainConfig
@@ -22,12 +22,13 @@ from models.data import load_dance_data
 
 from .datasets import frames_cache_dir, resolve_data_root
 from .fingerprint import record_fingerprint, spec_matches_study
-from .objective import SweepContext, objective
+from .objective import SweepContext, train_trial
 from .progress import format_duration
 from .stores import Stores, safe_url, store_lock
 from .studies import StudySpec, make_pruner, make_sampler, train_values
 from .study import best_trial, counted_trials, heartbeat_settings, open_storage, state_counts
 from .tracking import StudyTracker
+from .trial_owner import TrialOwner, close_lost_run
 
 # A worker gives up after this many failed trials in a row: something is wrong beyond one config.
 MAX_CONSECUTIVE_FAILURES = 3
@@ -66,17 +67,17 @@ class StaleTrialHandler:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial)
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id:
-            self.tracker.close_lost_trial(run_id, trial.number, "worker lost: no heartbeat within the grace period")
+        close_lost_run(self.tracker, trial)
 
 
-def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: StaleTrialHandler) -> optuna.Study:
-    """Load the spec's study, or create it and enqueue the spec's reference trials.
+def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: StaleTrialHandler,
+               storage: RDBStorage | None = None) -> optuna.Study:
+    """Load the spec's study, or create it and enqueue the spec's reference trials (in `storage`,
+    the worker's own, when given: its trials' heartbeats go through it).
 
     Under the store's lock, so that a worker starting beside the creator finds the reference
     trials already queued rather than sampling ahead of them."""
-    storage = open_storage(stores, on_stale)
+    storage = storage or open_storage(stores, on_stale)
     sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
     with store_lock(stores.storage_url):
         try:
@@ -97,16 +98,6 @@ def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: Stal
     return study
 
 
-def requeue_interrupted(study: optuna.Study, number: int | None, on_stale: StaleTrialHandler) -> None:
-    """Queue a Ctrl-C'd trial again (Optuna has marked it failed), so that a rerun runs it
-    instead of counting it: the same path as a dead worker's trial."""
-    if number is None:
-        return
-    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    if trial is not None and trial.state == TrialState.FAIL:
-        on_stale(study, trial)
-
-
 def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, timeout: float | None = None,
               device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print) -> SweepSummary:
     target = n_trials if n_trials is not None else spec.n_trials
@@ -114,7 +105,8 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     heartbeat_interval, _ = heartbeat_settings()      # bad settings fail before any store is touched
     tracker = StudyTracker(stores, spec.name)
     on_stale = StaleTrialHandler(spec.retries, tracker)
-    study = open_study(spec, stores, seed, on_stale)
+    storage = open_storage(stores, on_stale)
+    study = open_study(spec, stores, seed, on_stale, storage)
     tracker.study_started(spec.path.read_text(), spec.description)
 
     base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths
@@ -150,15 +142,14 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
             continue
         waiting_for = set()
         trial_start = time.monotonic()
-        finished: list[FrozenTrial] = []
-        ctx.current_trial = None
+        owner = TrialOwner.ask(study, storage, tracker, functools.partial(stores.trial_dir, spec.name))
         try:
-            study.optimize(functools.partial(objective, ctx=ctx), n_trials=1, catch=(Exception,),
-                           callbacks=[lambda _, trial: finished.append(trial)])
+            with owner:
+                train_trial(owner, ctx)
         except KeyboardInterrupt:
-            requeue_interrupted(study, ctx.current_trial, on_stale)
+            on_stale(study, owner.stored())    # a Ctrl-C'd trial is queued again, as a dead worker's is
             raise
-        last = finished[0]
+        last = owner.finished
         if "repeat_of" in last.user_attrs:
             echo(f"trial {last.number}: the sampler repeated trial {last.user_attrs['repeat_of']}'s point; not trained")
             repeats_in_row += 1

@@ -27,7 +27,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from .run_outputs import json_safe
+from .run_files import json_safe
 from .tracking import StudyTracker
 
 # A retried trial starts with its predecessor's user attrs; these describe one attempt's outcome.
