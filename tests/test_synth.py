@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import synth
+from models import synth, synth_render
 from models.synth import generate_dataset, render_video
+from models.synth_look import draw_look
+from models.synth_motion import dance
 
 SMALL = dict(train_videos=2, val_videos=1, test_videos=2, frames=16, val_frames=20)
 
@@ -36,9 +38,10 @@ def empty_frames(index: int, n_frames: int, height: int, width: int) -> np.ndarr
 
     render_video draws the look first and the motion second from one stream; so does this."""
     rng = np.random.default_rng(index)
-    look = synth._appearance(rng, synth.APPEARANCES["default"])
-    joints = synth._dance(rng, n_frames, height, width)
-    return synth._to_uint8(synth._floor_with_shadow(joints, look, synth._background(look, height, width)))
+    look = draw_look(rng, synth.APPEARANCES["default"])
+    joints = dance(rng, n_frames, height, width)
+    background = synth_render._background(look, height, width)
+    return synth_render._to_uint8(synth_render._floor_with_shadow(joints, look, background))
 
 
 def test_layout_counts_and_png_format(tmp_path):
@@ -105,7 +108,7 @@ def test_changing_train_videos_leaves_other_splits_unchanged(tmp_path):
 
 
 def test_label_is_coloured_skeleton_on_black():
-    palette = np.rint(synth.LABEL_COLOURS * 255).astype(np.uint8)
+    palette = np.rint(synth_render.LABEL_COLOURS * 255).astype(np.uint8)
     for index in range(3):
         _, labels, _ = video(index)
         brightest = labels.max(axis=-1)
@@ -163,9 +166,9 @@ def test_figure_scales_with_frame_height():
 def test_masks_cover_the_pixels_where_the_figure_hides_the_background():
     for index in range(3):
         images, _, masks = video(index, n_frames=12)
-        assert set(np.unique(masks)) == {0, synth.MASK_ON}
+        assert set(np.unique(masks)) == {0, synth_render.MASK_ON}
         changed = np.abs(images.astype(int) - empty_frames(index, 12, 32, 64)).max(axis=-1) > 0
-        on = masks == synth.MASK_ON
+        on = masks == synth_render.MASK_ON
         # Every masked pixel shows the figure, not the background (a figure colour may match it by chance).
         assert changed[on].mean() > 0.98
         # Unmasked changed pixels are the anti-aliased rims (coverage < 0.5): a minority of what changed.
