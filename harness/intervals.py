@@ -2,10 +2,13 @@
 
 A trial's value is the mean of its seeds' values; with n seeds its 95% interval is
 mean +- t(0.975, n - 1) s / sqrt(n) (Student's t, s the sample standard deviation).
-The gap between two trials uses Welch's interval, which does not assume equal
-spreads: d = mean_a - mean_b, se = sqrt(s_a^2 / n_a + s_b^2 / n_b), and degrees of
-freedom from the Welch-Satterthwaite formula. A gap whose interval holds 0 lies
-within noise. One seed gives no interval (NaN).
+The gap between two trials that trained the same seeds (the same initialisation,
+data order and noise) is paired: the Student-t interval of the per-seed differences,
+in which each seed's luck, shared by both trials, cancels. Otherwise it is Welch's
+interval, which does not assume equal spreads: d = mean_a - mean_b,
+se = sqrt(s_a^2 / n_a + s_b^2 / n_b), and degrees of freedom from the
+Welch-Satterthwaite formula. A gap whose interval holds 0 lies within noise. One
+seed gives no interval (NaN).
 """
 from __future__ import annotations
 
@@ -56,6 +59,13 @@ def mean_interval(values: Sequence[float]) -> Interval:
         return Interval(mean, math.nan)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     return Interval(mean, _t(n - 1) * sd / math.sqrt(n))
+
+
+def paired_difference_interval(a: Sequence[float], b: Sequence[float]) -> Interval:
+    """mean(a - b) with the 95% Student-t interval of the differences; a[i] and b[i] share seed i."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    return mean_interval([x - y for x, y in zip(a, b)])
 
 
 def difference_interval(a: Sequence[float], b: Sequence[float]) -> Interval:

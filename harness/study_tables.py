@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from models.errors import HarnessError
 
-from .intervals import Interval, difference_interval, mean_interval
+from .intervals import Interval, difference_interval, mean_interval, paired_difference_interval
 
 from .stores import Stores
 from .study import STATES, best_trial, open_storage, state_counts
@@ -55,6 +55,18 @@ def seed_values(trial: FrozenTrial) -> list[float]:
     return [float(v) for v in trial.user_attrs.get("seed_values") or [trial.value]]
 
 
+def gap_interval(a: FrozenTrial, b: FrozenTrial | None) -> Interval:
+    """a's value minus b's with a 95% interval: paired by seed where both trained the same seeds
+    (a sweep gives every trial the same ones), else Welch's; NaN without b or values."""
+    if b is None:
+        return Interval(math.nan, math.nan)
+    values_a, values_b = seed_values(a), seed_values(b)
+    seeds = a.user_attrs.get("seeds")
+    if seeds and seeds == b.user_attrs.get("seeds") and len(values_a) == len(values_b) == len(seeds):
+        return paired_difference_interval(values_a, values_b)
+    return difference_interval(values_a, values_b)
+
+
 def reference_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
     """The study's completed reference trial: its first enqueued one, the lab's defaults."""
     return next((t for t in trials if t.user_attrs.get("enqueued") == "reference"
@@ -74,12 +86,11 @@ def verdict(gap: Interval) -> str:
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, params, final PSNR as the mean over its seeds with a 95% interval,
-    the gain over the study's reference trial (its first enqueued one) with Welch's interval and
+    the gain over the study's reference trial (its first enqueued one) with its interval (gap_interval) and
     whether it lies beyond noise, the best per-epoch PSNR, epochs, duration, MLflow run."""
     trials = study.get_trials(deepcopy=False)
     param_names = sorted({name for t in trials for name in t.params})
     reference = reference_trial(trials)
-    reference_values = seed_values(reference) if reference else []
     retried_as = {history[-1]: t.number for t in trials
                   if (history := RetryHeartbeatStaleTrialCallback.retry_history(t))}
     rows = []
@@ -88,7 +99,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             if t.datetime_complete and t.datetime_start else math.nan
         values = seed_values(t)
         value = mean_interval(values)
-        gap = difference_interval(values, reference_values)
+        gap = gap_interval(t, reference)
         rows.append({
             "trial": t.number, "state": t.state.name,
             **{name: t.params.get(name) for name in param_names},
@@ -114,7 +125,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 def anneal_table(study: optuna.Study, kind_of: dict[int, str] | None = None) -> pd.DataFrame:
     """The best completed trial of each KL-annealing type with its 95% interval, its gain over the
-    reference trial and over the best other type, each with Welch's interval and a verdict.
+    reference trial and over the best other type, each with its interval (gap_interval) and a verdict.
     `kind_of` gives trial -> type where the type was fixed by the spec rather than searched."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     kinds = {t.number: t.params.get("kl_anneal_type") or (kind_of or {}).get(t.number) for t in trials}
@@ -128,10 +139,10 @@ def anneal_table(study: optuna.Study, kind_of: dict[int, str] | None = None) -> 
     for kind, t in sorted(best.items(), key=lambda item: -item[1].value):
         values = seed_values(t)
         value = mean_interval(values)
-        gap = difference_interval(values, seed_values(reference)) if reference else Interval(math.nan, math.nan)
+        gap = gap_interval(t, reference)
         others = [o for k, o in best.items() if k != kind]
         runner_up = max(others, key=lambda o: o.value) if others else None
-        lead = difference_interval(values, seed_values(runner_up)) if runner_up else Interval(math.nan, math.nan)
+        lead = gap_interval(t, runner_up)
         rows.append({"kl_anneal_type": kind, "trial": t.number, "seeds": len(values),
                      "final_psnr": value.mean, "ci95": value.half_width,
                      "gain_vs_reference": gap.mean, "gain_ci95": gap.half_width, "vs_reference": verdict(gap),

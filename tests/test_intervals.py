@@ -1,10 +1,11 @@
-"""Intervals over seeds against hand computations (Student t and Welch), and how reports read them."""
+"""Intervals over seeds against hand computations (Student t, paired and Welch), and how reports read them."""
 import math
 
+import optuna
 import pytest
 
-from harness.intervals import Interval, difference_interval, mean_interval
-from harness.study_tables import verdict
+from harness.intervals import Interval, difference_interval, mean_interval, paired_difference_interval
+from harness.study_tables import gap_interval, verdict
 
 # t quantiles (0.975) from a printed table: df 2 -> 4.303, df 3 -> 3.182.
 T_2, T_3 = 4.302653, 3.182446
@@ -48,3 +49,31 @@ def test_a_gap_beyond_noise_and_the_verdicts():
 
 def test_identical_spreadless_values_give_a_zero_width_interval():
     assert difference_interval([3.0, 3.0], [1.0, 1.0]) == Interval(2.0, 0.0)
+
+
+def test_paired_gap_is_the_student_t_interval_of_per_seed_differences():
+    a, b = [24.59, 22.73, 21.70], [18.82, 18.60, 15.95]      # per-seed differences 5.77, 4.13, 5.75
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+    gap = paired_difference_interval(a, b)
+    assert gap.mean == pytest.approx(mean) and gap.half_width == pytest.approx(T_2 * sd / math.sqrt(3))
+    # The seeds' shared luck cancels: narrower than Welch's interval on the same values.
+    assert gap.half_width < difference_interval(a, b).half_width
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference_interval([1.0, 2.0], [1.0])
+
+
+def _trial(values: list[float], seeds: list[int]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(value=sum(values) / len(values), state=optuna.trial.TrialState.COMPLETE,
+                                     user_attrs={"seeds": seeds, "seed_values": values})
+
+
+def test_trials_on_the_same_seeds_are_compared_pairwise_else_by_welch():
+    a, b = [24.59, 22.73, 21.70], [18.82, 18.60, 15.95]
+    assert gap_interval(_trial(a, [0, 1, 2]), _trial(b, [0, 1, 2])) == paired_difference_interval(a, b)
+    assert gap_interval(_trial(a, [0, 1, 2]), _trial(b, [5, 6, 7])) == difference_interval(a, b)
+    # Two trials that trained the same schedule on the same seeds agree seed by seed: no gap at all.
+    same = gap_interval(_trial(a, [0, 1, 2]), _trial(a, [0, 1, 2]))
+    assert same == Interval(0.0, 0.0) and verdict(same) == "within noise"
+    assert not math.isfinite(gap_interval(_trial(a, [0, 1, 2]), None).mean)
