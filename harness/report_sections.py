@@ -138,8 +138,9 @@ def answer_section(study: optuna.Study, curves: list[TrialCurves], best_by_annea
     if (table["seeds"] < 2).any():
         notes.append("Trials with one seed have no interval: their differences cannot be told from noise.")
     return _section("Which KL annealing", "<p>The best completed trial of each type, its mean over seeds "
-                    "with a 95% interval (Student t), and Welch's 95% interval for its gain over the "
-                    "reference trial and for its lead over the best other type; "
+                    "with a 95% interval (Student t), and a 95% interval for its gain over the "
+                    "reference trial and for its lead over the best other type (paired by seed where "
+                    "both trained the same seeds, else Welch's); "
                     "<em>within noise</em>: the interval holds 0.</p>"
                     + "".join(f"<p>{html.escape(note)}</p>" for note in notes)
                     + _html_table(table, "best-by-anneal")
