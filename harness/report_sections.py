@@ -5,6 +5,7 @@ import html
 import math
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,10 @@ def history_section(study: optuna.Study, trials: list[FrozenTrial], out_dir: Pat
     importances, reason = {}, f"{len(complete)} completed trial(s); it takes at least 2"
     if len(complete) >= 2:    # Optuna's PED-ANOVA gives every parameter an equal share below that
         try:
-            importances = optuna.importance.get_param_importances(study)
+            # Optuna's caveats (e.g. a value tried by one trial only) belong on the page, not on stderr.
+            with warnings.catch_warnings(record=True) as caveats:
+                warnings.simplefilter("always", UserWarning)
+                importances = optuna.importance.get_param_importances(study)
             reason = "no searched parameter varied across the completed trials"
         except (RuntimeError, ValueError) as err:
             reason = str(err)
@@ -112,6 +116,7 @@ def history_section(study: optuna.Study, trials: list[FrozenTrial], out_dir: Pat
                      ).to_csv(out_dir / "param_importances.csv", index=False)
         figures.plot_param_importances(importances, out_dir / IMPORTANCES_PNG)
         body += _figure(IMPORTANCES_PNG, "param_importances.csv")
+        body += "".join(f"<p>Optuna: {html.escape(str(caveat.message))}</p>" for caveat in caveats)
     else:
         body += f"<p>Parameter importances: not available ({html.escape(reason)}).</p>"
     return _section("Optimisation", body)
