@@ -18,6 +18,7 @@ LOSS_PNG = "loss.png"
 SCHEDULES_PNG = "schedules.png"
 PSNR_PNG = "psnr_per_frame.png"
 ROLLOUT_GIF = "rollout.gif"
+ERROR_FILE = "error.txt"       # the traceback of a trial that ended in an error
 
 
 def write_config(config_dict: dict, path: Path) -> None:

@@ -149,7 +149,7 @@ class StudyTracker:
         where = prefix.rstrip("/") or None
         for name in (run_files.CONFIG_FILE, run_files.METRICS_CSV, run_files.METRICS_JSON,
                      run_files.PSNR_CSV, run_files.LOSS_PNG, run_files.SCHEDULES_PNG,
-                     run_files.PSNR_PNG, run_files.ROLLOUT_GIF, "error.txt"):
+                     run_files.PSNR_PNG, run_files.ROLLOUT_GIF, run_files.ERROR_FILE):
             if (folder / name).is_file():
                 self.client.log_artifact(run_id, str(folder / name), where)
         checkpoint = folder / "checkpoints" / LAST_CHECKPOINT

@@ -27,17 +27,11 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from .run_files import json_safe
+from .run_files import ERROR_FILE, json_safe
 from .tracking import StudyTracker
 
 # A retried trial starts with its predecessor's user attrs; these describe one attempt's outcome.
 ATTEMPT_ATTRS = ("fail_reason", "resumed_from_trial", "resumed_epochs")
-ERROR_FILE = "error.txt"
-
-
-class TrialFailed(RuntimeError):
-    """A trial that ran but produced no usable result (e.g. its loss diverged)."""
-
 
 class Heartbeat:
     """Records a running trial's heartbeat in the Optuna storage every interval, from a thread,
@@ -172,7 +166,7 @@ class TrialOwner:
             if err is not None and self.state is None:
                 self._record_error(err)
                 interrupted = isinstance(err, KeyboardInterrupt)
-                self.fail("interrupted" if interrupted else str(err) if isinstance(err, TrialFailed) else repr(err))
+                self.fail("interrupted" if interrupted else repr(err))
             elif err is None and self.state is None:
                 raise RuntimeError(f"trial {self.number} left its owner without an outcome")
         finally:
