@@ -50,3 +50,13 @@ def runs_dir(tmp_path, migrated_mlflow_db) -> Path:
     runs.mkdir()
     shutil.copy(migrated_mlflow_db, runs / MLFLOW_DB)
     return runs
+
+
+@pytest.fixture
+def legacy_runs(tmp_path) -> Path:
+    """A runs directory holding a copy of the Optuna store written by the 2026-12 code
+    (tests/data/store-2026-12: studies legacy and legacy_seeds, v1 fingerprints, a waiting trial each)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "store-2026-12" / "optuna.db", runs / "optuna.db")
+    return runs

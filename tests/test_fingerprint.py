@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import optuna
@@ -28,15 +27,6 @@ CHANGES = {    # one result-relevant change per section
     "fixed": lambda raw: raw["fixed"].update(f_dim=32),
     "search range": lambda raw: raw["search_space"]["lr"].update(high=1.0e-2),
 }
-
-
-@pytest.fixture
-def runs(tmp_path) -> Path:
-    """A copy of the Optuna store written by the 2026-12 code (v1 fingerprints, a waiting trial per study)."""
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    shutil.copy(STORE / "optuna.db", folder / "optuna.db")
-    return folder
 
 
 def open_copy(spec: StudySpec, runs: Path) -> optuna.Study:
@@ -73,31 +63,31 @@ def test_version_1_still_gives_the_recorded_fingerprints(name):
 
 
 @pytest.mark.parametrize("name", sorted(RECORDED_V1))
-def test_a_stored_study_continues_and_is_upgraded_to_the_current_version(runs, name):
+def test_a_stored_study_continues_and_is_upgraded_to_the_current_version(legacy_runs, name):
     spec = stored_spec(name)
-    study = open_copy(spec, runs)
+    study = open_copy(spec, legacy_runs)
     assert study.user_attrs[FINGERPRINT_ATTR] == spec_fingerprint(spec) != RECORDED_V1[name]
     assert study.user_attrs[VERSION_ATTR] == CURRENT_VERSION
     trial = study.ask()                 # continues: the queued reference trial comes first
     assert trial.number == 0 and suggest_params(trial, spec) == {"kl_anneal_type": "Cyclical", "lr": 0.002}
     study.tell(trial, 20.0)
-    again = open_copy(stored_spec(name), runs)  # the upgraded record matches the spec too
+    again = open_copy(stored_spec(name), legacy_runs)  # the upgraded record matches the spec too
     assert [t.state for t in again.get_trials()] == [optuna.trial.TrialState.COMPLETE]
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
 @pytest.mark.parametrize("upgraded", [False, True], ids=["v1 record", "current record"])
-def test_a_changed_spec_is_refused(runs, tmp_path, change, upgraded):
+def test_a_changed_spec_is_refused(legacy_runs, tmp_path, change, upgraded):
     if upgraded:
-        open_copy(stored_spec("legacy"), runs)
+        open_copy(stored_spec("legacy"), legacy_runs)
     with pytest.raises(StudyMismatch, match="different legacy.yaml"):
-        open_copy(spec_with(tmp_path, "legacy", CHANGES[change]), runs)
-    recorded = optuna.load_study(study_name="legacy", storage=resolve_stores(runs).storage_url).user_attrs
+        open_copy(spec_with(tmp_path, "legacy", CHANGES[change]), legacy_runs)
+    recorded = optuna.load_study(study_name="legacy", storage=resolve_stores(legacy_runs).storage_url).user_attrs
     assert recorded.get(VERSION_ATTR, 1) == (CURRENT_VERSION if upgraded else 1)   # a refusal records nothing
 
 
-def test_a_record_of_an_unknown_version_is_refused(runs):
-    study = optuna.load_study(study_name="legacy", storage=resolve_stores(runs).storage_url)
+def test_a_record_of_an_unknown_version_is_refused(legacy_runs):
+    study = optuna.load_study(study_name="legacy", storage=resolve_stores(legacy_runs).storage_url)
     study.set_user_attr(VERSION_ATTR, CURRENT_VERSION + 1)
     assert not spec_matches_study(study, stored_spec("legacy"))
 

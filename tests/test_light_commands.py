@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from sweep_helpers import harness, ok, write_spec
 
-STORE_2026_12 = Path(__file__).parent / "data" / "store-2026-12"
 HEAVY = ("torch", "models.trainer")
 
 # Runs each command line (argv[2], JSON) through the CLI in this one process, then reports the
@@ -48,15 +46,6 @@ def run_light(runs: Path, commands: list[list[str]]) -> dict[str, dict]:
     report = json.loads(process.stdout.strip().splitlines()[-1])
     assert report["loaded"] == [], f"read-only commands imported {report['loaded']}"
     return {" ".join(r["args"]): r for r in report["results"]}
-
-
-@pytest.fixture
-def legacy_runs(tmp_path) -> Path:
-    """A copy of the Optuna store written in 2026-12 (studies legacy and legacy_seeds, a waiting trial each)."""
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    shutil.copy(STORE_2026_12 / "optuna.db", runs / "optuna.db")
-    return runs
 
 
 def test_importing_the_cli_does_not_import_torch():
