@@ -111,10 +111,13 @@ class TrialOwner:
             self.trial.set_user_attr(key, value)
 
     def record(self, facts: dict[str, float]) -> None:
-        """Facts reports read from both stores: user attrs in Optuna, metrics in MLflow."""
-        self.set_attrs(facts)
+        """Facts reports read from both stores: user attrs in Optuna, metrics in MLflow (NaN and inf,
+        null in Optuna, are left out of MLflow)."""
+        safe = json_safe(facts)
+        for key, value in safe.items():
+            self.trial.set_user_attr(key, value)
         if self.run_id is not None:
-            self.tracker.log_metrics(self.run_id, {k: v for k, v in json_safe(facts).items() if v is not None})
+            self.tracker.log_metrics(self.run_id, {k: v for k, v in safe.items() if v is not None})
 
     def keep_files(self, folder: Path, prefix: str = "") -> None:
         """A folder whose results are logged to the run if the trial ends in an error."""
