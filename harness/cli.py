@@ -1,11 +1,10 @@
 """`harness`: train, generate and sweep conditional-VAE video predictors."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, get_args, get_origin
 
 import click
 import yaml
@@ -25,21 +24,25 @@ def config_options(command: Callable) -> Callable:
     Defaults stay None here so that only options the user typed override a
     --config file or are compared against a resumed run's config.
     """
-    for f in reversed(dataclasses.fields(TrainConfig)):
-        if f.name in _NOT_OPTIONS:
+    for name, f in reversed(TrainConfig.model_fields.items()):
+        if name in _NOT_OPTIONS:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [default: {f.default}]"
-        base = str(f.type).partition(" | ")[0]
-        if base == "bool":
-            option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_text)
-        elif f.name in CHOICES:
-            option = click.option(flag, f.name, type=click.Choice(CHOICES[f.name]), default=None, help=help_text)
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{f.description} [default: {f.default}]"
+        if name in CHOICES:
+            option = click.option(flag, name, type=click.Choice(CHOICES[name]), default=None, help=help_text)
+        elif _value_type(f.annotation) is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
         else:
-            option = click.option(flag, f.name, type={"int": int, "float": float, "str": str}[base],
-                                  default=None, help=help_text)
+            option = click.option(flag, name, type=_value_type(f.annotation), default=None, help=help_text)
         command = option(command)
     return command
+
+
+def _value_type(annotation: Any) -> type:
+    """int of `int`, `int | None` and `Annotated[int, ...] | None`."""
+    (value_type,) = [t for t in get_args(annotation) or (annotation,) if t is not type(None)]
+    return get_args(value_type)[0] if get_origin(value_type) is Annotated else value_type
 
 
 def load_config_file(path: Path) -> dict:
@@ -49,7 +52,7 @@ def load_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: cannot read config ({str(err).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of option names to values")
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    unknown = sorted(set(values) - set(TrainConfig.model_fields))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
     return values

@@ -7,7 +7,6 @@ training config is spec_config's.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,7 +26,7 @@ METRICS = {"val_psnr": "maximize"}
 BUDGET_KEYS = ("epochs", "partial", "train_vi_len", "val_epoch_len", "val_vi_len", "val_max_sequences")
 # Set by the harness, not by a study: the data by the spec's `data`, the device by each worker.
 NOT_IN_SPEC = ("data", "device", "loss_convention")
-CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+CONFIG_FIELDS = tuple(TrainConfig.model_fields)
 # Where the discriminated unions sit: at this depth of an error's location pydantic names the member's tag.
 UNION_DEPTH = {"search_space": 2, "sampler": 1, "pruner": 1}
 

@@ -54,8 +54,8 @@ def test_research_study_reference_trial_is_the_lab_default(name):
     """The first enqueued trial, with the fixed values, is TrainConfig's default apart from the budget."""
     spec = load_study_spec(name)
     reference = TrainConfig.from_dict(train_values(spec, spec.enqueue[0]))
-    differing = {f.name for f in dataclasses.fields(TrainConfig)
-                 if getattr(reference, f.name) != getattr(TrainConfig(), f.name)}
+    default = TrainConfig().to_dict()
+    differing = {key for key, value in reference.to_dict().items() if value != default[key]}
     assert differing <= set(BUDGET_KEYS)
     assert spec.budget == {"epochs": 30, "partial": 1.0, "val_epoch_len": 60, "val_vi_len": 630}
     assert spec.fixed["batch_size"] == 2 and spec.fixed["baselines"] is True   # drawn beside every model
