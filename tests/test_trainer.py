@@ -56,22 +56,38 @@ def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, 
     assert resumed.region_baselines == straight.region_baselines and resumed.region_baselines
 
 
-def test_non_finite_loss_stops_with_epoch_and_step(tiny_data, tiny_config, tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config.replace(epochs=3), tiny_data, tmp_path)
+def poison_from(trainer: Trainer, monkeypatch, first_call: int, last_call: float = math.inf) -> None:
+    """Make the KL of the training passes first_call..last_call (counted from 1) NaN."""
     real = trainer.model.reconstruct
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         pred, kl = real(*args, **kwargs)
         calls["n"] += 1
-        if calls["n"] == trainer.steps_per_epoch + 3:   # the 2nd epoch's 3rd step
+        if first_call <= calls["n"] <= last_call:
             kl = kl * math.nan
         return pred, kl
 
     monkeypatch.setattr(trainer.model, "reconstruct", poisoned)
+
+
+def test_one_non_finite_loss_skips_its_update(tiny_data, tiny_config, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config.replace(epochs=2), tiny_data, tmp_path)
+    poison_from(trainer, monkeypatch, trainer.steps_per_epoch + 3, trainer.steps_per_epoch + 3)
+    result = trainer.fit()
+    assert result.status == "completed"
+    assert [h["skipped_steps"] for h in result.history] == [0, 1]
+    assert all(math.isfinite(h["loss"]) for h in result.history)     # the mean of the steps that updated
+
+
+def test_persistent_non_finite_loss_stops_with_epoch_and_step(tiny_data, tiny_config, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config.replace(epochs=3), tiny_data, tmp_path)
+    poison_from(trainer, monkeypatch, trainer.steps_per_epoch + 3)      # from the 2nd epoch's 3rd step on
+    allowed = max(1, trainer.steps_per_epoch // 4)
     result = trainer.fit()
     assert result.status == "diverged"
-    assert result.message.startswith("diverged at epoch 2, step 3")
+    assert result.message.startswith(f"diverged at epoch 2, step {3 + allowed}: non-finite loss or gradients "
+                                     f"in {allowed + 1} of {3 + allowed} steps (last: loss=nan")
     assert result.epochs_run == 1
     # The last good checkpoint (epoch 0) is intact.
     assert load_checkpoint(tmp_path / "checkpoints" / LAST_CHECKPOINT)["epoch"] == 1
