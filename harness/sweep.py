@@ -70,14 +70,12 @@ class StaleTrialHandler:
         close_lost_run(self.tracker, trial)
 
 
-def open_study(spec: StudySpec, stores: Stores, seed: int | None, on_stale: StaleTrialHandler,
-               storage: RDBStorage | None = None) -> optuna.Study:
-    """Load the spec's study, or create it and enqueue the spec's reference trials (in `storage`,
-    the worker's own, when given: its trials' heartbeats go through it).
+def open_study(spec: StudySpec, stores: Stores, storage: RDBStorage, seed: int | None) -> optuna.Study:
+    """Load the spec's study, or create it and enqueue the spec's reference trials, in `storage`
+    (the worker's own: its trials' heartbeats go through it).
 
     Under the store's lock, so that a worker starting beside the creator finds the reference
     trials already queued rather than sampling ahead of them."""
-    storage = storage or open_storage(stores, on_stale)
     sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
     with store_lock(stores.storage_url):
         try:
@@ -106,7 +104,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     tracker = StudyTracker(stores, spec.name)
     on_stale = StaleTrialHandler(spec.retries, tracker)
     storage = open_storage(stores, on_stale)
-    study = open_study(spec, stores, seed, on_stale, storage)
+    study = open_study(spec, stores, storage, seed)
     tracker.study_started(spec.path.read_text(), spec.description)
 
     base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths

@@ -13,6 +13,7 @@ import yaml
 from harness.fingerprint import (CURRENT_VERSION, FINGERPRINT_ATTR, VERSION_ATTR, canonical_form, fingerprint_v1,
                                  spec_fingerprint, spec_matches_study)
 from harness.stores import resolve_stores
+from harness.study import open_storage
 from harness.studies import ParamSpec, StudySpec, load_study_spec, suggest_params
 from harness.sweep import StudyMismatch, open_study
 
@@ -30,7 +31,8 @@ CHANGES = {    # one result-relevant change per section
 
 
 def open_copy(spec: StudySpec, runs: Path) -> optuna.Study:
-    return open_study(spec, resolve_stores(runs), seed=None, on_stale=lambda study, trial: None)
+    stores = resolve_stores(runs)
+    return open_study(spec, stores, open_storage(stores), seed=None)
 
 
 def stored_spec(name: str) -> StudySpec:
