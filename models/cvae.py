@@ -84,32 +84,27 @@ class Decoder_Fusion(nn.Module):
 
 
 class Generator(nn.Module):
-    """D x H x W -> 3 x H x W: the predicted frame in [0, 1] (sigmoid, the lab's), or a change in
-    (-1, 1) (tanh) that the model adds to the previous frame (`residual`, `composite`); with
-    `composite` a fourth channel, the mask in [0, 1] with which frame 0 is blended in."""
+    """D x H x W -> 3 x H x W: the predicted frame in [0, 1] (sigmoid, the lab's), or with
+    `residual` a change in (-1, 1) (tanh) that the model adds to the previous frame."""
 
-    def __init__(self, d_in: int, output: str = "sigmoid"):
+    def __init__(self, d_in: int, residual: bool = False):
         super().__init__()
         d = d_in
-        self.output = output
+        self.residual = residual
         self.net = nn.Sequential(
             DW(d, d), Res(d, d // 2),
             DW(d // 2, d // 2), Res(d // 2, d // 4),
             DW(d // 4, d // 4), Res(d // 4, d // 8),
-            DW(d // 8, d // 8), conv1x1(d // 8, 4 if output == "composite" else 3),
+            DW(d // 8, d // 8), conv1x1(d // 8, 3),
+            nn.Tanh() if residual else nn.Sigmoid(),
         )
 
     @property
     def output_conv(self) -> nn.Conv2d:
-        return self.net[-1]
+        return self.net[-2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        if self.output == "sigmoid":
-            return torch.sigmoid(out)
-        if self.output == "residual":
-            return torch.tanh(out)
-        return torch.cat([torch.tanh(out[:, :3]), torch.sigmoid(out[:, 3:])], dim=1)
+        return self.net(x)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -133,12 +128,9 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.branch_output.weight)
         elif isinstance(module, FFN):
             nn.init.zeros_(module.project.weight)
-    if model.residual:
-        # A residual model starts as the exact identity: its first rollout repeats frame 0 ...
-        nn.init.zeros_(model.generator.output_conv.weight)
-    if model.output == "composite":
-        # ... and a composite one nearly so: 2% of frame 0 blended in, a mask it can learn from.
-        nn.init.constant_(model.generator.output_conv.bias[3:], COMPOSITE_MASK_INIT)
+        elif isinstance(module, Generator) and module.residual:
+            # A residual model starts as the exact identity: its first rollout repeats frame 0.
+            nn.init.zeros_(module.output_conv.weight)
 
 
 def _fold(x: torch.Tensor) -> torch.Tensor:
@@ -156,8 +148,7 @@ def _in_passes(module, size: int, *inputs: torch.Tensor):
     return torch.cat(outputs)
 
 
-OUTPUTS = ("sigmoid", "residual", "composite")
-COMPOSITE_MASK_INIT = -4.0     # sigmoid(-4) = 0.018
+OUTPUTS = ("sigmoid", "residual")
 
 
 class VideoCVAE(nn.Module):
@@ -166,11 +157,6 @@ class VideoCVAE(nn.Module):
     Options beyond the lab's architecture (all off by default):
     - `output="residual"`: the prediction is clamp(previous frame + tanh change, 0, 1) instead of a
       sigmoid of the decoder, so copying the previous frame is exact (and is the untrained model);
-    - `output="composite"`: the residual prediction blended per pixel with the sequence's first
-      frame, m * frame 0 + (1 - m) * residual, m a sigmoid mask the decoder also outputs. Copying
-      frame 0's pixels (its background, where the figure is not) is then exact whatever their
-      colours, not a change the model must learn for each colour (Finn et al. 2016 composite a
-      prediction from masked copies of earlier frames the same way);
     - `first_frame=True`: the decoder also sees the encoding of the sequence's first frame, the
       one frame a rollout is given, as a reference for the appearance that the previous
       (predicted) frame may have lost; `first_pose=True` adds the first frame's pose, which tells
@@ -187,15 +173,14 @@ class VideoCVAE(nn.Module):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.n_dim = n_dim
-        self.output = output
-        self.residual = output in ("residual", "composite")
+        self.residual = output == "residual"
         self.first_frame, self.first_pose, self.previous_pose = first_frame, first_pose, previous_pose
         self.frame_encoder = RGB_Encoder(f_dim)
         self.label_encoder = Label_Encoder(l_dim)
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
         context = f_dim * first_frame + l_dim * (first_pose + previous_pose)
         self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim + context, d_out_dim)
-        self.generator = Generator(d_out_dim, output)
+        self.generator = Generator(d_out_dim, residual=self.residual)
         init_weights(self)
 
     @classmethod
@@ -216,19 +201,13 @@ class VideoCVAE(nn.Module):
         return torch.cat(parts, dim=-3) if parts else None
 
     def decode(self, prev: torch.Tensor, prev_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
-               context: torch.Tensor | None = None, first: torch.Tensor | None = None) -> torch.Tensor:
+               context: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted frame from the previous frame `prev` (pixels), its features, the pose's, z
-        and the options' `context`; a composite output also blends in `first`, frame 0's pixels."""
+        and the options' `context`."""
         if context is not None:
             prev_feat = torch.cat([prev_feat, context], dim=1)
         out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
-        if not self.residual:
-            return out
-        moved = (prev + out[:, :3]).clamp(0, 1)
-        if self.output != "composite":
-            return moved
-        # m * first + (1 - m) * moved, written so that moved == first gives first bit for bit
-        return moved + out[:, 3:] * (first - moved)
+        return (prev + out).clamp(0, 1) if self.residual else out
 
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
                     generator: torch.Generator | None = None, frames_per_pass: int | None = None,
@@ -266,27 +245,22 @@ class VideoCVAE(nn.Module):
         first = frame_feat[:, 0] if reference is None or not self.first_frame else self.frame_encoder(reference)
         steps = (b, t - 1, -1, *frames.shape[3:])
         context = self.context(first[:, None].expand(steps), pose_feat[:, :1].expand(steps), pose_feat[:, :-1])
-        first_pixels = frames[:, 0] if reference is None else reference
-        if self.output != "composite":
-            first_pixels = None
 
         if teacher_forcing:
             # Time-major order so each pass holds whole steps of the batch.
             def fold_time(x: torch.Tensor) -> torch.Tensor:
                 return _fold(x.transpose(0, 1))
             inputs = [fold_time(x) for x in (frames[:, :-1], frame_feat[:, :-1], pose_feat[:, 1:], z)]
-            optional = {"context": context, "first": None if first_pixels is None else
-                        first_pixels[:, None].expand(b, t - 1, *frames.shape[2:])}
-            names = [name for name, x in optional.items() if x is not None]
-            inputs += [fold_time(optional[name]) for name in names]
-            pred = _in_passes(lambda *x: self.decode(*x[:4], **dict(zip(names, x[4:]))), chunk, *inputs)
+            if context is not None:
+                inputs.append(fold_time(context))
+            pred = _in_passes(self.decode, chunk, *inputs)
             return pred.unflatten(0, (t - 1, b)).transpose(0, 1), kl_per_step
 
         preds = []
         prev, prev_feat = frames[:, 0], frame_feat[:, 0]
         for step in range(1, t):
             pred = self.decode(prev, prev_feat, pose_feat[:, step], z[:, step - 1],
-                               None if context is None else context[:, step - 1], first_pixels)
+                               None if context is None else context[:, step - 1])
             preds.append(pred)
             if step < t - 1:
                 prev = pred.detach() if detach_feedback else pred
@@ -310,7 +284,6 @@ class VideoCVAE(nn.Module):
         out[:, 0] = first_frame
         prev = first_frame
         first_feat = self.frame_encoder(first_frame) if self.first_frame else None
-        first_pixels = first_frame.repeat(k, 1, 1, 1) if self.output == "composite" else None
         previous_pose_feat = first_pose_feat = self.label_encoder(poses[:, 0]) if self.first_pose or \
             self.previous_pose else None
         z_shape = (k * b, self.n_dim, *poses.shape[3:])
@@ -324,7 +297,7 @@ class VideoCVAE(nn.Module):
                      torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype))
                 context = self.context(first_feat, first_pose_feat, previous_pose_feat)
                 pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1),
-                                   z, None if context is None else context.repeat(k, 1, 1, 1), first_pixels)
+                                   z, None if context is None else context.repeat(k, 1, 1, 1))
                 previous_pose_feat = pose_feat[:, step - start]
                 prev = pred.unflatten(0, (k, b)).mean(dim=0)
                 if quantize:

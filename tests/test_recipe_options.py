@@ -85,20 +85,15 @@ def test_first_frame_conditioning_lets_frame_0_change_later_steps():
 
 @pytest.mark.parametrize("options", [{"first_frame": True}, {"first_frame": True, "first_pose": True},
                                      {"previous_pose": True}, {"first_frame": True, "first_pose": True,
-                                                               "previous_pose": True},
-                                     {"output": "composite"}, {"output": "composite", "first_frame": True}])
+                                                               "previous_pose": True}])
 def test_context_options_match_step_by_step_decoding(options):
     """Rollouts and teacher-forced passes against a loop that builds each step's context by hand."""
-    model = small(**{"output": "residual", **options})
+    model = small(output="residual", **options)
     torch.nn.init.normal_(model.generator.output_conv.weight, std=0.1)
-    first = frames_0 = None
     frames, poses = sequences(b=1, t=4)
     pose_feat = [model.label_encoder(poses[:, step]) for step in range(4)]
 
-    if options.get("output") == "composite":
-        first = frames_0 = frames[:, 0]
-
-    def context(step: int) -> torch.Tensor | None:
+    def context(step: int) -> torch.Tensor:
         parts = []
         if options.get("first_frame"):
             parts.append(model.frame_encoder(frames[:, 0]))
@@ -106,13 +101,12 @@ def test_context_options_match_step_by_step_decoding(options):
             parts.append(pose_feat[0])
         if options.get("previous_pose"):
             parts.append(pose_feat[step - 1])
-        return torch.cat(parts, dim=1) if parts else None
+        return torch.cat(parts, dim=1)
 
     out = model.rollout(frames[:, 0], poses, zero_z=True, pose_chunk=2)
     prev = frames[:, 0]
     for step in range(1, 4):
-        prev = model.decode(prev, model.frame_encoder(prev), pose_feat[step], torch.zeros(1, 4, H, W), context(step),
-                            first)
+        prev = model.decode(prev, model.frame_encoder(prev), pose_feat[step], torch.zeros(1, 4, H, W), context(step))
         torch.testing.assert_close(out[:, step], prev)
 
     generator = torch.Generator().manual_seed(3)
@@ -121,38 +115,8 @@ def test_context_options_match_step_by_step_decoding(options):
     for step in range(1, 4):
         z, _, _ = model.gaussian_predictor(model.frame_encoder(frames[:, step]), pose_feat[step], eps[step - 1:step])
         expected = model.decode(frames[:, step - 1], model.frame_encoder(frames[:, step - 1]), pose_feat[step], z,
-                                context(step), frames_0)
+                                context(step))
         torch.testing.assert_close(forced[:, step - 1], expected, atol=1e-5, rtol=1e-4)
-
-
-def test_composite_output_blends_the_residual_with_frame_0_by_its_mask():
-    model = small(output="composite")
-    frames, poses = sequences()
-    # At initialisation: an exact copy in a rollout (every previous frame is frame 0) ...
-    assert torch.equal(model.rollout(frames[:, 0], poses, zero_z=True), frames[:, :1].expand_as(frames))
-    # ... and 2% of frame 0 blended into each teacher-forced step.
-    forced, _ = model.reconstruct(frames, poses, True, torch.Generator().manual_seed(0))
-    weight = torch.sigmoid(torch.tensor(-4.0))
-    torch.testing.assert_close(forced, weight * frames[:, :1] + (1 - weight) * frames[:, :-1])
-    # A mask that is all ones copies frame 0 whatever the change; all zeros leaves the residual.
-    torch.nn.init.normal_(model.generator.output_conv.weight, std=1.0)
-    prev, pose, z = frames[:, 2], model.label_encoder(poses[:, 3]), torch.zeros(2, 4, H, W)
-    for bias, expected in ((40.0, frames[:, 0]), (-40.0, None)):
-        model.generator.output_conv.bias.data[3] = bias
-        out = model.decode(prev, model.frame_encoder(prev), pose, z, first=frames[:, 0])
-        if expected is None:
-            change = model.generator(model.decoder_fusion(model.frame_encoder(prev), pose, z))[:, :3]
-            expected = (prev + change).clamp(0, 1)
-        torch.testing.assert_close(out, expected)
-
-
-def test_composite_training_blends_the_clean_reference_not_the_noisy_frame_0():
-    model = small(output="composite")
-    frames, poses = sequences()
-    clean = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(5))
-    forced, _ = model.reconstruct(frames, poses, True, torch.Generator().manual_seed(0), reference=clean)
-    weight = torch.sigmoid(torch.tensor(-4.0))
-    torch.testing.assert_close(forced, weight * clean[:, None] + (1 - weight) * frames[:, :-1])
 
 
 def test_first_pose_needs_the_first_frame():
