@@ -79,7 +79,7 @@ def budget_estimate(study: str, steps: int) -> list[str]:
     return [
         f"- `{study}` budget ({config.epochs} epochs x {sequences} sequences of {config.train_vi_len} frames, "
         f"batch {config.batch_size}, dims {config.f_dim}/{config.l_dim}/{config.n_dim}/{config.d_out_dim}, "
-        f"{len(trainer.val_img)} validation sequence(s) of {trainer.epoch_val_len} frames per epoch and "
+        f"{len(trainer.validation.images)} validation sequence(s) of {trainer.epoch_val_len} frames per epoch and "
         f"{config.val_vi_len} at the end):",
         f"  - measured: {step_s:.2f} s per training step ({config.batch_size * (config.train_vi_len - 1) / step_s:.1f}"
         f" predicted frames/s), {epoch_val_s:.1f} s per epoch's validation rollout",

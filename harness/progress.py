@@ -45,7 +45,7 @@ class ProgressReporter(Callback):
         self._print(
             f"training on {trainer.device}: {params / 1e6:.2f} M parameters, "
             f"{len(trainer.train_img)} sequences of {cfg.train_vi_len} frames "
-            f"({trainer.steps_per_epoch} steps/epoch), {len(trainer.val_img)} validation "
+            f"({trainer.steps_per_epoch} steps/epoch), {len(trainer.validation.images)} validation "
             f"sequence(s) rolled out over {trainer.epoch_val_len} frames per epoch and {cfg.val_vi_len} at the end, "
             f"epochs {trainer.epoch + 1}..{cfg.epochs}")
         for name, per_frame in trainer.baselines.items():

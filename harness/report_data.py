@@ -9,7 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .tracking import TRIAL_TAG, StudyTracker, baseline_key
 
-# The baselines a trial scores on its validation rollout (models.trainer.Trainer.compute_baselines).
+# The baselines a trial scores on its validation rollout (models.validation.Validation.baselines).
 BASELINES = ("repeat first frame", "untrained model")
 
 CURVE_KEYS = ("loss", "recon", "kl", "beta", "tfr", "val_psnr", "val_mse")

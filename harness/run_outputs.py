@@ -53,7 +53,7 @@ def figure_curves(trainer: Trainer) -> dict[str, list[float]]:
 def region_summary(trainer: Trainer, result: TrainResult | None) -> dict:
     """The figure/background entries of METRICS_JSON: the final rollout's means (once the run has a
     result) and the baselines' means; none when the data has no masks."""
-    if trainer.val_mask is None:
+    if trainer.validation.masks is None:
         return {}
     final = ({"figure": result.final_val_psnr_figure, "background": result.final_val_psnr_background}
              if result else {})
@@ -91,8 +91,8 @@ class RunOutputs(Callback):
             count = trainer.last_rollout.shape[0]
             write_rollout_gif(self.run_dir / ROLLOUT_GIF,
                               prediction=to_uint8_frames(trainer.last_rollout),
-                              truth=to_uint8_frames(trainer.val_img[0, :count]),
-                              pose=to_uint8_frames(trainer.val_label[0, :count]))
+                              truth=to_uint8_frames(trainer.validation.images[0, :count]),
+                              pose=to_uint8_frames(trainer.validation.poses[0, :count]))
 
     def psnr_table(self, trainer: Trainer) -> pd.DataFrame:
         curves = psnr_curves(trainer)

@@ -16,7 +16,7 @@ from .schedules import KL_SCHEDULES
 KL_ANNEAL_TYPES = tuple(KL_SCHEDULES)
 # Fields that take one of a few words; the first is the default (the lab's recipe).
 KlAnnealType = Literal[KL_ANNEAL_TYPES]     # the registered schedules, in models.schedules
-Output = Literal["sigmoid", "residual", "composite"]
+Output = Literal["sigmoid", "residual"]
 Feedback = Literal["attached", "detached"]
 ReconLoss = Literal["mse", "l1"]
 KlReduction = Literal["sum", "mean"]
@@ -75,9 +75,7 @@ class TrainConfig(BaseModel):
                                           "channel order, so appearance the training videos lack is not new.")
     # recipe options beyond the lab's; each default is the lab's recipe
     output: Output = _option("sigmoid", "Decoder output: sigmoid (the lab's), or residual: the previous frame plus a "
-                                     "tanh-bounded change, clamped to [0, 1], so that copying a frame is exact; or "
-                                     "composite: that blended per pixel with frame 0 by a mask the decoder "
-                                     "outputs, so frame 0's pixels (its background) are copied whatever their colours.")
+                                     "tanh-bounded change, clamped to [0, 1], so that copying a frame is exact.")
     first_frame: bool = _option(False, "Condition the decoder on the first frame's encoding as well (a rollout is "
                                        "given frame 0): a reference for the appearance.")
     first_pose: bool = _option(False, "With first_frame: the decoder also sees the first frame's pose, which tells "

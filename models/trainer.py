@@ -10,17 +10,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
 from .checkpoint_files import BEST_CHECKPOINT, LAST_CHECKPOINT
 from .config import TrainConfig
 from .cvae import VideoCVAE
-from .data import DanceData, to_uint8, to_unit
+from .augment import add_noise, recolour
+from .data import DanceData, to_unit
 from .execution import Execution
-from .metrics import masked_psnr_per_frame, mean_rollout_psnr, mse_per_frame, psnr_from_mse, psnr_per_frame
+from .metrics import mean_rollout_psnr
 from .schedules import KLAnnealing, TeacherForcing
+from .seeds import stream_seed
+from .validation import Validation
 
 
 class Callback:
@@ -71,15 +73,6 @@ class Diverged(RuntimeError):
     pass
 
 
-RANDOM_STREAMS = ("order", "noise", "rollout")
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """The seed of one of a run's random streams, hashed from the run's seed, so that the
-    streams of seeds s and s + 1 (two seeds of one trial) share nothing."""
-    return int(np.random.SeedSequence([seed, RANDOM_STREAMS.index(stream)]).generate_state(1)[0])
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +105,7 @@ class Trainer:
         self.noise = torch.Generator(device=self.device).manual_seed(stream_seed(config.seed, "noise"))
 
         self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
-        self.val_img, self.val_label, self.val_mask = data.val_runs(config.val_vi_len, config.val_max_sequences)
+        self.validation = Validation(config, data, self.device, self.execution)
 
         self.epoch = 0                          # epochs completed
         self.history: list[dict] = []
@@ -161,7 +154,7 @@ class Trainer:
         """Score the baselines (on a fresh run) and tell the callbacks that training starts."""
         if self.epoch == 0 and self.config.baselines and not self.baselines:
             start = time.perf_counter()
-            self.baselines, self.region_baselines = self.compute_baselines()
+            self.baselines, self.region_baselines = self.validation.baselines(self.scored_model)
             self.baseline_seconds = time.perf_counter() - start
         self._outcome = None
         for callback in self.callbacks:
@@ -231,7 +224,9 @@ class Trainer:
         for step in range(steps):
             self.set_learning_rate(self.epoch * steps + step)
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            frames = self.recoloured(to_unit(self.train_img[idx], self.device))
+            frames = to_unit(self.train_img[idx], self.device)
+            if cfg.colour_augment:
+                frames = recolour(frames, self.noise)
             poses = to_unit(self.train_label[idx], self.device)
             # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
             forced = bool(torch.rand((), generator=self.sampler) < tfr)
@@ -301,51 +296,11 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(global_step)
 
-    def recoloured(self, frames: torch.Tensor) -> torch.Tensor:
-        """`frames` [B, T, 3, H, W] with each sequence's colours remapped (`colour_augment`):
-        channel c becomes offset + scale * x of a random channel, scale in +-[0.5, 1] and the
-        offset keeping the result in [0, 1], so nothing is clipped. One map per sequence, the
-        same for all its frames: it stays a video, of a dancer the data set did not have."""
-        if not self.config.colour_augment:
-            return frames
-        b = frames.shape[0]
-        shape = (b, 1, 3, 1, 1)
-        draw = lambda: torch.rand(shape, generator=self.noise, device=frames.device)    # noqa: E731
-        magnitude = 0.5 + 0.5 * draw()
-        sign = torch.where(draw() < 0.5, -1.0, 1.0)
-        offset = (1 - magnitude) * draw() + (sign < 0) * magnitude      # the image of [0, 1] stays inside it
-        order = torch.argsort(torch.rand((b, 3), generator=self.noise, device=frames.device), dim=1)
-        shuffled = torch.take_along_dim(frames, order[:, None, :, None, None], dim=2)
-        return offset + sign * magnitude * shuffled
-
     def noisy(self, frames: torch.Tensor) -> torch.Tensor:
-        """`frames` [B, T, ...] plus Gaussian noise of a std drawn per sequence in [0, input_noise].
-
-        In a rollout the model sees its own imperfect frames; trained only on
-        clean ones, its errors compound (GameNGen, Valevski et al. 2024, found
-        conditioning-frame noise essential for stable long rollouts)."""
-        if self.config.input_noise == 0:
-            return frames
-        std = self.config.input_noise * torch.rand((frames.shape[0], *[1] * (frames.dim() - 1)),
-                                                   generator=self.noise, device=frames.device)
-        noise = torch.randn(frames.shape, generator=self.noise, device=frames.device)
-        return (frames + std * noise).clamp(0, 1)
+        """The frames the model is conditioned on: with `input_noise`, noisy (augment.add_noise)."""
+        return add_noise(frames, self.config.input_noise, self.noise) if self.config.input_noise else frames
 
     # -- validation ----------------------------------------------------------
-    def rollout(self, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
-        """Autoregressive rollout in eval mode with a fixed noise seed (same draws every epoch)."""
-        generator = torch.Generator(device=self.device).manual_seed(stream_seed(self.config.seed, "rollout"))
-        model = self.scored_model
-        was_training = model.training
-        model.eval()
-        try:
-            with self.execution.autocast(self.device):
-                return model.rollout(first_frames, poses, self.config.val_samples, generator,
-                                     zero_z=self.config.rollout_z == "zero",
-                                     quantize=self.config.rollout_quantize).float()
-        finally:
-            model.train(was_training)
-
     @property
     def epoch_val_len(self) -> int:
         return self.config.val_epoch_len or self.config.val_vi_len
@@ -368,37 +323,11 @@ class Trainer:
         self.val_region_psnr_per_frame = {name: curve.tolist() for name, curve in regions.items()}
 
     def validate(self, length: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """PSNR per frame [T] averaged over all validation sequences, rolled out together
-        over their first `length` frames (all of them by default), and the same by region
-        (`region_psnr`)."""
-        frames = to_unit(self.val_img[:, :length], self.device)
-        poses = to_unit(self.val_label[:, :length], self.device)
-        pred = self.rollout(frames[:, 0], poses)
-        self.last_rollout = to_uint8(pred[0]).cpu()
-        mse = mse_per_frame(pred, frames)
-        self.last_val_mse = float(mse[:, 1:].mean())
-        return psnr_from_mse(mse).mean(dim=0).cpu(), self.region_psnr(pred, frames)
-
-    def region_psnr(self, pred: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        """PSNR per frame [T] over the figure and over the background, by REGIONS name, of `pred` against
-        the first T validation frames `frames` [S, T, 3, H, W]; a frame's mean over the sequences skips
-        those where the region is empty. Empty without masks."""
-        if self.val_mask is None:
-            return {}
-        mask = self.val_mask[:, :frames.shape[1]].to(self.device)
-        return {name: curve.nanmean(dim=0).cpu() for name, curve in masked_psnr_per_frame(pred, frames, mask).items()}
-
-    def compute_baselines(self) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
-        """PSNR per frame of two references on the validation rollout: repeating frame 0, and the untrained
-        model; whole frame, and by region (empty without masks)."""
-        frames = to_unit(self.val_img, self.device)
-        repeat = frames[:, :1].expand_as(frames)
-        whole = {"repeat first frame": psnr_per_frame(repeat, frames).mean(dim=0).cpu()}
-        regions = {"repeat first frame": self.region_psnr(repeat, frames)}
-        whole["untrained model"], regions["untrained model"] = self.validate()
-        return ({name: curve.tolist() for name, curve in whole.items()},
-                {name: {region: curve.tolist() for region, curve in by_region.items()}
-                 for name, by_region in regions.items() if by_region})
+        """The scored model's PSNR per frame [T] over the first `length` validation frames (all by
+        default), averaged over the sequences, and the same by region; keeps its rollout and MSE."""
+        score = self.validation.score(self.scored_model, length)
+        self.last_rollout, self.last_val_mse = score.first_rollout, score.mse
+        return score.per_frame, score.regions
 
     # -- checkpoints ---------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,0 +1,73 @@
+"""Scoring a model on the validation sequences: the autoregressive rollout from each sequence's frame 0,
+its PSNR per frame (whole frame, and over the figure and the background where the data has masks),
+and the baselines every model is drawn beside."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .config import TrainConfig
+from .cvae import VideoCVAE
+from .data import DanceData, to_uint8, to_unit
+from .execution import Execution
+from .metrics import masked_psnr_per_frame, mse_per_frame, psnr_from_mse, psnr_per_frame
+from .seeds import stream_seed
+
+
+class Score(NamedTuple):
+    per_frame: torch.Tensor                 # PSNR per frame [T], the mean over the sequences
+    regions: dict[str, torch.Tensor]        # the same over each region (metrics.REGIONS); empty without masks
+    first_rollout: torch.Tensor             # uint8 [T, 3, H, W], the first sequence's rollout
+    mse: float                              # MSE over the predicted frames 1..T-1: the validation loss
+
+
+class Validation:
+    """The validation sequences of a run and how a model is rolled out on them: in eval mode, with
+    the run's own fixed noise seed (the same draws every epoch), z and 8-bit feedback as configured."""
+
+    def __init__(self, config: TrainConfig, data: DanceData, device: torch.device, execution: Execution):
+        self.config, self.device, self.execution = config, device, execution
+        self.images, self.poses, self.masks = data.val_runs(config.val_vi_len, config.val_max_sequences)
+
+    def rollout(self, model: VideoCVAE, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+        generator = torch.Generator(device=self.device).manual_seed(stream_seed(self.config.seed, "rollout"))
+        was_training = model.training
+        model.eval()
+        try:
+            with self.execution.autocast(self.device):
+                return model.rollout(first_frames, poses, self.config.val_samples, generator,
+                                     zero_z=self.config.rollout_z == "zero",
+                                     quantize=self.config.rollout_quantize).float()
+        finally:
+            model.train(was_training)
+
+    def score(self, model: VideoCVAE, length: int | None = None) -> Score:
+        """`model` rolled out over the first `length` frames (all by default) of every sequence at once."""
+        frames = to_unit(self.images[:, :length], self.device)
+        pred = self.rollout(model, frames[:, 0], to_unit(self.poses[:, :length], self.device))
+        mse = mse_per_frame(pred, frames)
+        return Score(psnr_from_mse(mse).mean(dim=0).cpu(), self.region_psnr(pred, frames), to_uint8(pred[0]).cpu(),
+                     float(mse[:, 1:].mean()))
+
+    def region_psnr(self, pred: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """PSNR per frame [T] over the figure and over the background, by REGIONS name, of `pred` against
+        the first T validation frames `frames` [S, T, 3, H, W]; a frame's mean over the sequences skips
+        those where the region is empty. Empty without masks."""
+        if self.masks is None:
+            return {}
+        mask = self.masks[:, :frames.shape[1]].to(self.device)
+        return {name: curve.nanmean(dim=0).cpu() for name, curve in masked_psnr_per_frame(pred, frames, mask).items()}
+
+    def baselines(self, untrained: VideoCVAE) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+        """PSNR per frame of two references: repeating frame 0, and the untrained model; whole frame, and
+        by region (left out without masks)."""
+        frames = to_unit(self.images, self.device)
+        repeat = frames[:, :1].expand_as(frames)
+        untrained_score = self.score(untrained)
+        whole = {"repeat first frame": psnr_per_frame(repeat, frames).mean(dim=0).cpu(),
+                 "untrained model": untrained_score.per_frame}
+        regions = {"repeat first frame": self.region_psnr(repeat, frames), "untrained model": untrained_score.regions}
+        return ({name: curve.tolist() for name, curve in whole.items()},
+                {name: {region: curve.tolist() for region, curve in by_region.items()}
+                 for name, by_region in regions.items() if by_region})
