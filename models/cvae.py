@@ -212,7 +212,8 @@ class VideoCVAE(nn.Module):
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forcing: bool,
                     generator: torch.Generator | None = None, frames_per_pass: int | None = None,
                     detach_feedback: bool = False,
-                    reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    reference: torch.Tensor | None = None,
+                    eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass over sequences [B, T, 3, H, W].
 
         Returns the predictions of frames 1..T-1, [B, T-1, 3, H, W], and the KL
@@ -234,8 +235,8 @@ class VideoCVAE(nn.Module):
         frame_feat = _in_passes(self.frame_encoder, chunk, _fold(frames)).unflatten(0, (b, t))
         # Poses in one pass: the label encoder's batch norm must see the whole batch.
         pose_feat = self.label_encoder(_fold(poses)).unflatten(0, (b, t))
-        eps = torch.randn((b * (t - 1), self.n_dim, *frames.shape[3:]), generator=generator,
-                          device=frames.device, dtype=frames.dtype)
+        if eps is None:
+            eps = self.latent_noise(frames, generator)
         z, mu, logvar = _in_passes(self.gaussian_predictor, chunk, _fold(frame_feat[:, 1:]),
                                    _fold(pose_feat[:, 1:]), eps)
         # KL(q || N(0, I)) per element; the lab sums it over the latent and divides by B.
@@ -266,6 +267,12 @@ class VideoCVAE(nn.Module):
                 prev = pred.detach() if detach_feedback else pred
                 prev_feat = self.frame_encoder(prev)
         return torch.stack(preds, dim=1), kl_per_step
+
+    def latent_noise(self, frames: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The standard-normal draws of a training pass over `frames` [B, T, ...]: [B * (T-1), N, H, W]."""
+        b, t = frames.shape[:2]
+        return torch.randn((b * (t - 1), self.n_dim, *frames.shape[3:]), generator=generator, device=frames.device,
+                           dtype=frames.dtype)
 
     @torch.no_grad()
     def rollout(self, first_frame: torch.Tensor, poses: torch.Tensor, samples: int = 1,
