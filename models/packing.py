@@ -41,22 +41,24 @@ class PackedModels:
         # A weightless copy: functional_call supplies the weights.
         self.template = _Reconstruct(copy.deepcopy(members[0]).to("meta"))
 
-    def _stacked(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        params = {f"model.{name}": torch.stack([dict(m.named_parameters())[name] for m in self.members])
-                  for name, _ in self.members[0].named_parameters()}
-        buffers = {f"model.{name}": torch.stack([dict(m.named_buffers())[name] for m in self.members])
-                   for name, _ in self.members[0].named_buffers()}
+    @staticmethod
+    def _stacked(members: list[VideoCVAE]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        params = {f"model.{name}": torch.stack([dict(m.named_parameters())[name] for m in members])
+                  for name, _ in members[0].named_parameters()}
+        buffers = {f"model.{name}": torch.stack([dict(m.named_buffers())[name] for m in members])
+                   for name, _ in members[0].named_buffers()}
         return params, buffers
 
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, eps: torch.Tensor, teacher_forcing: bool,
                     reference: torch.Tensor | None = None, frames_per_pass: int | None = None,
-                    detach_feedback: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every member's VideoCVAE.reconstruct on its own inputs: frames, poses [M, B, T, 3, H, W], eps
-        [M, B * (T-1), N, H, W] (each member's `latent_noise`), reference [M, B, 3, H, W] or None.
-        Returns predictions [M, B, T-1, 3, H, W] and KL per step [M, T-1]. Batch-norm statistics that
-        the pass updates are written back to the members."""
-        params, buffers = self._stacked()
-        training = self.members[0].training
+                    detach_feedback: bool = False, which: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VideoCVAE.reconstruct of the members `which` (default: all), M of them, each on its own
+        inputs: frames, poses [M, B, T, 3, H, W], eps [M, B * (T-1), N, H, W] (each member's
+        `latent_noise`), reference [M, B, 3, H, W] or None. Returns predictions [M, B, T-1, 3, H, W]
+        and KL per step [M, T-1]. Batch-norm statistics that the pass updates go back to the members."""
+        members = self.members if which is None else [self.members[i] for i in which]
+        params, buffers = self._stacked(members)
+        training = members[0].training
         self.template.train(training)
 
         def one(p, b, f, po, e, r):
@@ -67,7 +69,7 @@ class PackedModels:
             params, buffers, frames, poses, eps, reference)
         if training:
             with torch.no_grad():
-                for i, member in enumerate(self.members):
+                for i, member in enumerate(members):
                     for name, buffer in member.named_buffers():
                         buffer.copy_(buffers[f"model.{name}"][i])
         return pred, kl

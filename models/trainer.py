@@ -9,6 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -71,6 +72,22 @@ def loss_terms(config: TrainConfig, pred: torch.Tensor, target: torch.Tensor,
 
 class Diverged(RuntimeError):
     pass
+
+
+class Batch(NamedTuple):
+    frames: torch.Tensor        # [B, T, 3, H, W], the targets (colour-augmented when configured)
+    poses: torch.Tensor
+    inputs: torch.Tensor        # the frames the model is conditioned on (noisy with input_noise)
+    forced: bool                # teacher forced
+    eps: torch.Tensor           # the latent noise, VideoCVAE.latent_noise
+
+
+@dataclass
+class EpochTally:
+    start: float
+    totals: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
+    forced_batches: int = 0
+    skipped: int = 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -170,13 +187,25 @@ class Trainer:
 
     def advance(self) -> None:
         """Train and validate one epoch, checkpoint it, and call the epoch callbacks."""
-        for callback in self.callbacks:
-            callback.on_epoch_start(self)
+        self.epoch_started()
         try:
             metrics = self.train_epoch()
         except Diverged as err:
-            self._outcome = ("diverged", str(err))
+            self.stop_diverged(err)
             return
+        self.epoch_trained(metrics)
+
+    # `advance` in parts, so that a packed trainer (models.packed_trainer) can run the training
+    # passes of several trainers as one and leave everything else to each of them.
+    def epoch_started(self) -> None:
+        for callback in self.callbacks:
+            callback.on_epoch_start(self)
+
+    def stop_diverged(self, err: Diverged) -> None:
+        self._outcome = ("diverged", str(err))
+
+    def epoch_trained(self, metrics: dict[str, float]) -> None:
+        """Validate the epoch just trained, step the schedules, checkpoint, call the epoch callbacks."""
         val_start = time.perf_counter()
         per_frame, regions = self.validate(self.epoch_val_len)
         metrics["val_psnr"] = mean_rollout_psnr(per_frame)
@@ -213,56 +242,79 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training runs in a fresh random order."""
-        cfg = self.config
-        beta, tfr = self.kl_annealing.beta, self.teacher_forcing.ratio
-        self.model.train()
-        order = torch.randperm(len(self.train_img), generator=self.sampler)
-        totals = torch.zeros(3, dtype=torch.float64)
-        forced_batches = skipped = 0
-        start = time.perf_counter()
-        steps = self.steps_per_epoch
-        for step in range(steps):
-            self.set_learning_rate(self.epoch * steps + step)
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            frames = to_unit(self.train_img[idx], self.device)
-            if cfg.colour_augment:
-                frames = recolour(frames, self.noise)
-            poses = to_unit(self.train_label[idx], self.device)
-            # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
-            forced = bool(torch.rand((), generator=self.sampler) < tfr)
-            forced_batches += forced
+        self.begin_epoch()
+        for step in range(self.steps_per_epoch):
+            batch = self.next_batch(step)
             with self.execution.autocast(self.device):
-                pred, kl_per_step = self.model.reconstruct(self.noisy(frames), poses, forced, self.noise,
-                                                           self.execution.frames_per_pass,
-                                                           detach_feedback=cfg.feedback == "detached",
-                                                           reference=frames[:, 0])
-            recon, kl = loss_terms(cfg, pred.float(), frames[:, 1:], kl_per_step.float())
-            loss = cfg.w_recon * recon + cfg.w_kl * beta * kl
-            values = torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
-            # An overflow, in the forward pass (the gated FFNs multiply activations along a long
-            # free-running chain) or in backprop, skips the update, as loss scalers do; many diverge.
-            stepped = bool(torch.isfinite(values).all())
-            if stepped:
+                pred, kl_per_step = self.model.reconstruct(
+                    batch.inputs, batch.poses, batch.forced, frames_per_pass=self.execution.frames_per_pass,
+                    detach_feedback=self.config.feedback == "detached", reference=batch.frames[:, 0], eps=batch.eps)
+            loss, values = self.loss(batch, pred, kl_per_step)
+            finite = bool(torch.isfinite(values).all())
+            if finite:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                stepped = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)))
-            if stepped:
-                self.optimizer.step()
-                self.update_average()
-                totals += values
-            else:
-                skipped += 1
-                if skipped > max(1, steps // 4):
-                    raise Diverged(f"diverged at epoch {self.epoch + 1}, step {step + 1}: non-finite loss or "
-                                   f"gradients in {skipped} of {step + 1} steps (last: loss={values[0].item():.4g} "
-                                   f"recon={values[1].item():.4g} kl={values[2].item():.4g})")
-            for callback in self.callbacks:
-                callback.on_step_end(self, step, steps, values[0].item())
-        means = (totals / max(1, steps - skipped)).tolist()
+            self.end_step(step, values, finite)
+        return self.end_epoch()
+
+    # -- one training step, in the parts a packed trainer interleaves ----------
+    def begin_epoch(self) -> None:
+        self.model.train()
+        self._order = torch.randperm(len(self.train_img), generator=self.sampler)
+        self._tally = EpochTally(start=time.perf_counter())
+
+    def next_batch(self, step: int) -> Batch:
+        """Step `step`'s batch, its teacher-forcing draw, noisy inputs and latent noise, drawn from
+        this run's streams in a fixed order (so that a packed member draws what it would alone)."""
+        cfg = self.config
+        self.set_learning_rate(self.epoch * self.steps_per_epoch + step)
+        idx = self._order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        frames = to_unit(self.train_img[idx], self.device)
+        if cfg.colour_augment:
+            frames = recolour(frames, self.noise)
+        poses = to_unit(self.train_label[idx], self.device)
+        # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
+        forced = bool(torch.rand((), generator=self.sampler) < self.teacher_forcing.ratio)
+        self._tally.forced_batches += forced
+        inputs = self.noisy(frames)
+        return Batch(frames, poses, inputs, forced, self.model.latent_noise(inputs, self.noise))
+
+    def loss(self, batch: Batch, pred: torch.Tensor, kl_per_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's loss, and [loss, recon, kl] detached in float64 on the CPU."""
+        cfg = self.config
+        recon, kl = loss_terms(cfg, pred.float(), batch.frames[:, 1:], kl_per_step.float())
+        loss = cfg.w_recon * recon + cfg.w_kl * self.kl_annealing.beta * kl
+        return loss, torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
+
+    def end_step(self, step: int, values: torch.Tensor, finite: bool) -> None:
+        """After the backward pass of a finite loss: clip, update, average. An overflow, in the forward
+        pass (the gated FFNs multiply activations along a long free-running chain) or in backprop, skips
+        the update, as loss scalers do; more than a quarter of an epoch's steps diverges."""
+        tally, steps = self._tally, self.steps_per_epoch
+        if finite:
+            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                        self.config.grad_clip)))
+        if finite:
+            self.optimizer.step()
+            self.update_average()
+            tally.totals += values
+        else:
+            tally.skipped += 1
+            if tally.skipped > max(1, steps // 4):
+                raise Diverged(f"diverged at epoch {self.epoch + 1}, step {step + 1}: non-finite loss or "
+                               f"gradients in {tally.skipped} of {step + 1} steps (last: loss={values[0].item():.4g} "
+                               f"recon={values[1].item():.4g} kl={values[2].item():.4g})")
+        for callback in self.callbacks:
+            callback.on_step_end(self, step, steps, values[0].item())
+
+    def end_epoch(self) -> dict[str, float]:
+        tally, steps = self._tally, self.steps_per_epoch
+        means = (tally.totals / max(1, steps - tally.skipped)).tolist()
         return {
             "epoch": self.epoch, "loss": means[0], "recon": means[1], "kl": means[2],
-            "beta": beta, "tfr": tfr, "teacher_forced": forced_batches / steps, "skipped_steps": skipped,
-            "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start,
+            "beta": self.kl_annealing.beta, "tfr": self.teacher_forcing.ratio,
+            "teacher_forced": tally.forced_batches / steps, "skipped_steps": tally.skipped,
+            "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tally.start,
         }
 
     def learning_rate(self, global_step: int) -> float:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from models.config import TrainConfig
+from models.data import DanceData, load_dance_data
 from models.synth import generate_dataset
 
 torch.set_num_threads(2)
@@ -17,6 +18,12 @@ def tiny_data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_data")
     generate_dataset(root, train_videos=4, val_videos=1, test_videos=1, frames=64, val_frames=48, seed=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_data_root) -> DanceData:
+    """tiny_data_root loaded for tiny_config's sequence lengths."""
+    return load_dance_data(tiny_data_root, train_vi_len=8, val_vi_len=24)
 
 
 @pytest.fixture

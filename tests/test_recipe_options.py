@@ -160,12 +160,6 @@ def test_quantizing_removes_changes_below_half_a_grey_level():
     assert torch.equal(held, first[:, None].expand_as(held))
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tiny_data_root):
-    from models.data import load_dance_data
-    return load_dance_data(tiny_data_root, train_vi_len=8, val_vi_len=24)
-
-
 def test_learning_rate_warms_up_then_follows_a_cosine_to_zero(tiny_data, tiny_config):
     config = tiny_config.replace(epochs=3, lr=0.01, lr_schedule="cosine", lr_warmup=4)
     trainer = Trainer(config, tiny_data)

@@ -11,13 +11,7 @@ from harness.run_outputs import METRICS_CSV, METRICS_JSON, PSNR_CSV, RunOutputs
 from harness.trial_logging import MlflowTrialLogger
 from models.checkpoint import CheckpointError, load_checkpoint, load_model
 from models.config import TrainConfig
-from models.data import load_dance_data
 from models.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Trainer
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tiny_data_root):
-    return load_dance_data(tiny_data_root, train_vi_len=8, val_vi_len=24)
 
 
 class StopAfter(Callback):
