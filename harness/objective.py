@@ -185,7 +185,7 @@ def train_trial(owner: TrialOwner, ctx: SweepContext) -> None:
     first_new_epoch = min(run.trainer.epoch for run in runs)
     judge = EpochJudge(owner, ctx.tracker, len(seeds), first_new_epoch)
     try:
-        results = train_in_lockstep([run.trainer for run in runs], judge)
+        results = train_in_lockstep([run.trainer for run in runs], judge, pack=ctx.spec.pack)
     except BaseException:
         _record(owner, runs, None, started, first_new_epoch)
         raise

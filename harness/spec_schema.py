@@ -108,6 +108,7 @@ class Study(Section):
     enqueue: Annotated[list[dict[str, Any]], _null_as(list)] = []
     retries: int = Field(2, ge=0)
     seeds: int = Field(1, ge=1)
+    pack: int = Field(1, ge=1)
 
     @field_validator("search_space")
     @classmethod
@@ -186,5 +187,5 @@ class Study(Section):
             search_space=space, sampler={**self._options(self.sampler), "seed": self.sampler.seed},
             pruner=self._options(self.pruner),
             enqueue=tuple({k: float(v) if k in floats else v for k, v in trial.items()} for trial in self.enqueue),
-            retries=self.retries, seeds=self.seeds,
+            retries=self.retries, seeds=self.seeds, pack=self.pack,
         )

@@ -5,6 +5,7 @@ Optuna and MLflow are imported inside the commands: `harness train` stays quick 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -64,9 +65,12 @@ def _study_name(study: str) -> str:
 @click.option("--device", default="auto", show_default=True, help="Torch device of the trials: auto, cpu, cuda, ...")
 @click.option("--seed", type=int, default=None,
               help="Seed of the sampler and of every trial's training [default: the spec's].")
+@click.option("--pack", type=int, default=None,
+              help="Train a trial's seeds as one batched model, up to this many at once [default: the spec's "
+                   "pack, else 1]. Slower on a CPU (BENCHMARKS.md, Packing); meant for GPUs.")
 @friendly_errors
 def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Path | None, storage: str | None,
-          tracking_uri: str | None, device: str, seed: int | None) -> None:
+          tracking_uri: str | None, device: str, seed: int | None, pack: int | None) -> None:
     """Run an Optuna study whose trials train the CVAE and log to MLflow (one nested run per trial).
 
     Several processes given the same study and storage share the work.
@@ -77,7 +81,11 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
 
     if n_trials is not None and n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {n_trials}")
+    if pack is not None and pack < 1:
+        raise UsageError(f"--pack must be >= 1, got {pack}")
     spec = load_study_spec(study)
+    if pack is not None:
+        spec = dataclasses.replace(spec, pack=pack)
     stores = _stores(runs_dir, storage, tracking_uri)
     try:
         summary = run_sweep(spec, stores, n_trials=n_trials, timeout=timeout, device=device, seed=seed, echo=echo)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .packed_trainer import PackedTrainer
 from .trainer import Trainer, TrainResult
 
 # Called once per epoch that every trainer has finished, with each trainer's metrics of that
@@ -16,8 +17,9 @@ from .trainer import Trainer, TrainResult
 EpochHook = Callable[[int, list[dict]], "str | None"]
 
 
-def train_in_lockstep(trainers: list[Trainer], on_epoch: EpochHook | None = None) -> list[TrainResult]:
+def train_in_lockstep(trainers: list[Trainer], on_epoch: EpochHook | None = None, pack: int = 1) -> list[TrainResult]:
     """Train every trainer to its end, epoch by epoch; `on_epoch` sees each epoch once all have it.
+    With `pack` > 1 the trainers due for an epoch train it in packs of up to `pack` (PackedTrainer).
 
     Trainers resumed at different epochs (a worker killed between two of them) catch up
     first. Epochs restored from checkpoints are passed to `on_epoch` too, so that a hook
@@ -33,9 +35,13 @@ def train_in_lockstep(trainers: list[Trainer], on_epoch: EpochHook | None = None
         if not running:
             break
         behind = min(t.epoch for t in running)
-        for trainer in running:
-            if trainer.epoch == behind:
-                trainer.advance()
+        due = [t for t in running if t.epoch == behind]
+        for start in range(0, len(due), pack):
+            group = due[start:start + pack]
+            if len(group) > 1:
+                PackedTrainer(group).advance()
+            else:
+                group[0].advance()
         diverged = [t for t in trainers if t.diverged]
         if diverged:
             for trainer in trainers:

@@ -59,6 +59,26 @@ def test_each_seed_is_recorded_in_mlflow_and_the_trial_holds_their_means(seeded)
                 "seed_1/metrics.csv", "psnr_per_frame.png"} <= names
 
 
+def test_packed_seeds_record_what_separate_seeds_do(seeded, tmp_path):
+    """`--pack 2` trains each trial's two seeds as one batched model: the same trials, values within
+    rounding of the unpacked sweep's, and each seed recorded in both stores as before."""
+    runs, _ = seeded
+    spec = runs.parent / "seeded.yaml"
+    packed_runs = tmp_path / "runs"
+    ok(harness("sweep", "--study", str(spec), "--runs-dir", str(packed_runs), "--device", "cpu", "--pack", "2"))
+    separate, packed = study(runs, "seeded").get_trials(), study(packed_runs, "seeded").get_trials()
+    assert [t.params for t in packed] == [t.params for t in separate]
+    for a, b in zip(separate, packed):
+        assert b.state == TrialState.COMPLETE
+        assert b.user_attrs["seed_values"] == pytest.approx(a.user_attrs["seed_values"], abs=0.05)
+        assert [b.intermediate_values[e] for e in range(2)] == pytest.approx(
+            [a.intermediate_values[e] for e in range(2)], abs=0.05)
+    client, _, trial_runs = mlflow_runs(packed_runs, "seeded")
+    for run in trial_runs:
+        assert {"seed_0/checkpoint/last.pt", "seed_1/checkpoint/last.pt", "seed_1/rollout.gif"} <= \
+            artifact_names(client, run.info.run_id)
+
+
 def test_best_exports_the_best_seed_of_the_best_trial(seeded, tmp_path):
     runs, _ = seeded
     trials = study(runs, "seeded").get_trials()

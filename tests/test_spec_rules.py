@@ -39,6 +39,7 @@ BAD_SPECS = [
     ("timeout-zero", {("timeout",): 0}, "timeout", "must be > 0, got 0"),
     ("timeout-bool", {("timeout",): True}, "timeout", "expected a number, got bool True"),
     ("seeds-zero", {("seeds",): 0}, "seeds", "must be >= 1, got 0"),
+    ("pack-zero", {("pack",): 0}, "pack", "must be >= 1, got 0"),
     ("data-empty", {("data",): ""}, "data", "empty; write 'synthetic'"),
     ("name-missing", {("name",): DELETE}, "name", "missing"),
     ("objective-null", {("objective",): None}, "objective", "expected a mapping, got null"),
