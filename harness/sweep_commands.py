@@ -68,9 +68,12 @@ def _study_name(study: str) -> str:
 @click.option("--pack", type=int, default=None,
               help="Train a trial's seeds as one batched model, up to this many at once [default: the spec's "
                    "pack, else 1]. Slower on a CPU (BENCHMARKS.md, Packing); meant for GPUs.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Worker processes on this machine, sharing its cores (threads per worker = cores / N); "
+                   "their output is merged, and Ctrl-C or SIGTERM stops them all.")
 @friendly_errors
 def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Path | None, storage: str | None,
-          tracking_uri: str | None, device: str, seed: int | None, pack: int | None) -> None:
+          tracking_uri: str | None, device: str, seed: int | None, pack: int | None, workers: int) -> None:
     """Run an Optuna study whose trials train the CVAE and log to MLflow (one nested run per trial).
 
     Several processes given the same study and storage share the work.
@@ -83,7 +86,16 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
         raise UsageError(f"--n-trials must be >= 1, got {n_trials}")
     if pack is not None and pack < 1:
         raise UsageError(f"--pack must be >= 1, got {pack}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
     spec = load_study_spec(study)
+    if workers > 1:
+        from .workers import run_workers
+        given = {"--n-trials": n_trials, "--timeout": timeout, "--runs-dir": runs_dir, "--storage": storage,
+                 "--tracking-uri": tracking_uri, "--device": device, "--seed": seed, "--pack": pack}
+        args = ["--study", study] + [str(v) for flag, value in given.items() if value is not None
+                                     for v in (flag, value)]
+        sys.exit(run_workers(args, workers, echo))
     if pack is not None:
         spec = dataclasses.replace(spec, pack=pack)
     stores = _stores(runs_dir, storage, tracking_uri)

@@ -17,6 +17,8 @@ owners, so one process can own several trials at once.
 """
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import traceback
 import warnings
@@ -104,7 +106,8 @@ class TrialOwner:
     def start(self, config: dict[str, Any], searched: list[str], seeds: list[int]) -> None:
         """Open the trial's MLflow run and note where its results live."""
         self.run_id = self.tracker.start_trial(self.number, config, searched)
-        self.set_attrs({"mlflow_run_id": self.run_id, "trial_dir": str(self.trial_dir), "seeds": seeds})
+        self.set_attrs({"mlflow_run_id": self.run_id, "trial_dir": str(self.trial_dir), "seeds": seeds,
+                        "worker": f"{socket.gethostname()}:{os.getpid()}"})
 
     def set_attrs(self, attrs: dict[str, Any]) -> None:
         for key, value in json_safe(attrs).items():

@@ -4,7 +4,6 @@ teacher-forcing draws; a member that diverges leaves the pack and the others go 
 import math
 
 import pytest
-import torch
 
 from models.packed_trainer import PackedTrainer
 from models.trainer import Callback, Trainer

@@ -1,0 +1,78 @@
+"""`harness sweep --workers N`: N worker processes share a study's trials and the machine's cores, with
+one merged output; a signal to the command stops them all, and leaves no trial running."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from optuna.trial import TrialState
+
+from harness.workers import threads_per_worker
+from sweep_helpers import study, write_spec
+
+pytestmark = pytest.mark.slow   # real harness processes
+
+BUDGET = {"epochs": 4, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6, "val_vi_len": 24,
+          "val_max_sequences": 1}
+
+
+def start(spec, runs, workers: int = 2) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir",
+                             str(runs), "--device", "cpu", "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_threads_split_the_cores():
+    assert [threads_per_worker(n, cores=8) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
+
+
+def test_two_workers_share_the_trials(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4, pruner={"type": "none"},
+                      budget={**BUDGET, "epochs": 2})
+    process = start(spec, tmp_path / "runs")
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    assert "starting 2 workers, 1 thread(s) each" in err or "thread(s) each" in err
+    assert "[w1] " in err and "[w2] " in err and "Traceback" not in err
+    trials = study(tmp_path / "runs", "pair").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert len({t.user_attrs["worker"] for t in trials}) == 2       # each worker ran some
+
+
+def test_sigterm_stops_every_worker_and_requeues_their_trials(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "stop.yaml", tiny_data_root, n_trials=4, pruner={"type": "none"}, budget=BUDGET)
+    runs = tmp_path / "runs"
+    process = start(spec, runs)
+    try:
+        deadline = time.monotonic() + 300
+        # Both workers inside a trial: each has written a checkpoint of its first epoch.
+        while len(list((runs / "trials" / "stop").glob("trial-*/checkpoints/last.pt"))) < 2:
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the workers did not start training"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, err[-3000:]
+    trials = study(runs, "stop").get_trials()
+    workers = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials if "worker" in t.user_attrs}
+    assert len(workers) == 2 and not any(alive(pid) for pid in workers)
+    assert TrialState.RUNNING not in [t.state for t in trials]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"]
+    retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
+    assert len(interrupted) == 2
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in interrupted)
