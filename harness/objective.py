@@ -24,6 +24,7 @@ from models.trainer import Callback, Trainer, TrainResult
 from .intervals import mean_interval
 from .progress import ProgressReporter
 from .run_outputs import RunOutputs, write_seed_plot
+from .stop_signals import StopSignals
 from .stores import Stores
 from .studies import StudySpec, suggest_params, train_values
 from .tracking import StudyTracker, baseline_key, mean_epoch_metrics, mean_final_metrics, seed_prefix
@@ -42,6 +43,21 @@ class SweepContext:
     device: str
     seed: int
     echo: Callable[[str], None]
+    stop: StopSignals | None = None     # checked at the trainers' safe points
+
+
+class StopAtSafePoints(Callback):
+    """A trainer's safe points for a stop signal: after each training step, and after each epoch's
+    checkpoint (the callbacks before this one have recorded the epoch)."""
+
+    def __init__(self, signals: StopSignals):
+        self.signals = signals
+
+    def on_step_end(self, trainer: Trainer, step: int, steps: int, loss: float) -> None:
+        self.signals.check()
+
+    def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.signals.check()
 
 
 class EpochJudge:
@@ -214,6 +230,8 @@ def _seed_run(owner: TrialOwner, ctx: SweepContext, config: TrainConfig, folder:
     callbacks = [ProgressReporter(prefix=f"  [{label}] "),
                  RunOutputs(folder, ctx.data_root, plots_every_epoch=False),
                  MlflowTrialLogger(ctx.tracker, owner.run_id, folder, prefix=seed_prefix(config.seed, seeds))]
+    if ctx.stop is not None:
+        callbacks.append(StopAtSafePoints(ctx.stop))
     trainer, resumed = make_trainer(owner, ctx, config, folder, callbacks)
     return SeedRun(config.seed, folder, trainer, resumed)
 

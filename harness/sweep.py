@@ -24,6 +24,7 @@ from .datasets import frames_cache_dir, resolve_data_root
 from .fingerprint import record_fingerprint, spec_matches_study
 from .objective import SweepContext, train_trial
 from .progress import format_duration
+from .stop_signals import StopRequested, StopSignals
 from .stores import Stores, safe_url, store_lock
 from .studies import StudySpec, make_pruner, make_sampler, train_values
 from .study import best_trial, counted_trials, heartbeat_settings, open_storage, state_counts
@@ -97,7 +98,10 @@ def open_study(spec: StudySpec, stores: Stores, storage: RDBStorage, seed: int |
 
 
 def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, timeout: float | None = None,
-              device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print) -> SweepSummary:
+              device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print,
+              stop: StopSignals | None = None) -> SweepSummary:
+    """Take trials of the spec's study until it holds its target; with `stop`, a stop signal ends the
+    worker at the next safe point (StopRequested), its running trial queued again."""
     target = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     heartbeat_interval, _ = heartbeat_settings()      # bad settings fail before any store is touched
@@ -112,7 +116,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     data_root = resolve_data_root(spec.data, base.height, base.width, progress=echo)
     data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
                            val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
-    ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo)
+    ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo, stop)
     echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
          f"tracking {safe_url(stores.tracking_uri)}")
 
@@ -120,6 +124,8 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     ran, failures_in_row, repeats_in_row, durations = 0, 0, 0, []
     waiting_for: set[int] = set()
     while True:
+        if stop is not None:
+            stop.check()
         if timeout is not None and time.monotonic() - started >= timeout:
             echo(f"timeout of {timeout:.0f}s reached")
             break
@@ -144,8 +150,8 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
         try:
             with owner:
                 train_trial(owner, ctx)
-        except KeyboardInterrupt:
-            on_stale(study, owner.stored())    # a Ctrl-C'd trial is queued again, as a dead worker's is
+        except (KeyboardInterrupt, StopRequested):
+            on_stale(study, owner.stored())    # a stopped trial is queued again, as a dead worker's is
             raise
         last = owner.finished
         if "repeat_of" in last.user_attrs:

@@ -80,6 +80,7 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
     """
     quiet_libraries()
     from .studies import load_study_spec
+    from .stop_signals import StopRequested, StopSignals
     from .sweep import SweepError, run_sweep
 
     if n_trials is not None and n_trials < 1:
@@ -100,14 +101,17 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
         spec = dataclasses.replace(spec, pack=pack)
     stores = _stores(runs_dir, storage, tracking_uri)
     try:
-        summary = run_sweep(spec, stores, n_trials=n_trials, timeout=timeout, device=device, seed=seed, echo=echo)
+        with StopSignals() as stop:
+            summary = run_sweep(spec, stores, n_trials=n_trials, timeout=timeout, device=device, seed=seed,
+                                echo=echo, stop=stop)
     except SweepError as err:
         echo(f"error: {err}")
         sys.exit(1)
-    except KeyboardInterrupt:
-        echo(f"\ninterrupted: the running trial is recorded as failed and queued again; run the same "
+    except (KeyboardInterrupt, StopRequested) as err:
+        reason = str(err) if isinstance(err, StopRequested) else "interrupted"
+        echo(f"\n{reason}: the running trial is recorded as failed and queued again; run the same "
              f"command to continue study {spec.name}")
-        sys.exit(130)
+        sys.exit(err.exit_status if isinstance(err, StopRequested) else 130)
     states = ", ".join(f"{count} {state.lower()}" for state, count in summary.states.items() if count)
     echo(f"study {summary.study_name}: {summary.counted}/{summary.target} trials ({states}); "
          f"this worker ran {summary.ran}")

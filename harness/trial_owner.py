@@ -30,6 +30,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from .run_files import ERROR_FILE, json_safe
+from .stop_signals import StopRequested
 from .tracking import StudyTracker
 
 # A retried trial starts with its predecessor's user attrs; these describe one attempt's outcome.
@@ -171,8 +172,12 @@ class TrialOwner:
         try:
             if err is not None and self.state is None:
                 self._record_error(err)
-                interrupted = isinstance(err, KeyboardInterrupt)
-                self.fail("interrupted" if interrupted else repr(err))
+                if isinstance(err, KeyboardInterrupt):
+                    self.fail("interrupted")
+                elif isinstance(err, StopRequested):
+                    self.fail(str(err))
+                else:
+                    self.fail(repr(err))
             elif err is None and self.state is None:
                 raise RuntimeError(f"trial {self.number} left its owner without an outcome")
         finally:

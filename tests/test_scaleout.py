@@ -202,7 +202,7 @@ def test_ctrl_c_closes_the_trial_and_a_rerun_resumes_it(servers, tiny_data_root,
 
     trials = load(servers, "pg_intr")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
-    assert trials[0].user_attrs["fail_reason"] == "interrupted"
+    assert trials[0].user_attrs["fail_reason"] == "interrupted by SIGINT"     # at a safe point
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
     client, runs_by_trial = trial_runs(servers, "pg_intr")
     assert [(r.info.status, r.data.tags["harness.state"]) for r in runs_by_trial.values()] == [("FAILED", "FAIL")]

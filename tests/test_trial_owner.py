@@ -1,6 +1,8 @@
 """The trial owner's state transitions, in process, with a SQLite Optuna storage and a local MLflow store."""
 from __future__ import annotations
 
+import signal
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -9,6 +11,7 @@ from harness.stores import resolve_stores
 from harness.study import open_storage
 from harness.tracking import STATE_TAG, StudyTracker
 from harness.run_files import ERROR_FILE
+from harness.stop_signals import StopRequested
 from harness.trial_owner import TrialOwner
 
 CONFIG = {"lr": 0.002, "loss_convention": "lab"}
@@ -75,6 +78,16 @@ def test_ctrl_c_fails_the_trial_as_interrupted_and_stops_the_worker(study_parts)
     trial, run = ended(study_parts, owner)
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
     assert run.info.status == "FAILED" and run.data.tags["harness.message"] == "interrupted"
+
+
+def test_a_stop_signal_fails_the_trial_with_the_signal_named_and_stops_the_worker(study_parts):
+    with pytest.raises(StopRequested):
+        with owner_of(study_parts) as owner:
+            owner.start(CONFIG, ["lr"], [0])
+            raise StopRequested(signal.SIGTERM)
+    trial, run = ended(study_parts, owner)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    assert run.info.status == "FAILED" and run.data.tags["harness.message"] == "interrupted by SIGTERM"
 
 
 def test_a_trial_ends_once(study_parts):

@@ -72,7 +72,42 @@ def test_sigterm_stops_every_worker_and_requeues_their_trials(tiny_data_root, tm
     workers = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials if "worker" in t.user_attrs}
     assert len(workers) == 2 and not any(alive(pid) for pid in workers)
     assert TrialState.RUNNING not in [t.state for t in trials]
-    interrupted = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted"]
+    interrupted = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs["fail_reason"] == "interrupted by SIGINT"]
     retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
     assert len(interrupted) == 2
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in interrupted)
+
+
+def test_sigterm_to_one_worker_is_a_clean_stop_and_a_rerun_resumes(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "term.yaml", tiny_data_root, n_trials=1, pruner={"type": "none"}, budget=BUDGET)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
+               "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    checkpoint = runs / "trials" / "term" / "trial-0000" / "checkpoints" / "last.pt"
+    try:
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no epoch finished"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, err[-3000:]
+    assert "interrupted by SIGTERM: the running trial is recorded as failed and queued again" in err
+    assert "Traceback" not in err
+    trials = study(runs, "term").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    assert checkpoint.exists()                      # the last complete epoch, for the retry
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming trial 0" in rerun.stderr
+    trials = study(runs, "term").get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["resumed_from_trial"] == 0 and trials[1].user_attrs["resumed_epochs"] >= 1
