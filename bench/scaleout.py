@@ -1,4 +1,4 @@
-"""Scale-out figures: trials per hour with 1 and 2 workers, and how long a dead worker's trial
+"""Scale-out figures: trials per hour with `harness sweep --workers 1` and `2`, and how long a dead worker's trial
 waits before it is queued again and taken up.
 
     python bench/scaleout.py                # smoke budget, 8 trials per configuration
@@ -61,9 +61,12 @@ def finish(workers: list[subprocess.Popen]) -> None:
 
 
 def throughput(storage: str, env: dict[str, str], folder: Path, name: str, count: int, n_trials: int) -> dict:
+    """`harness sweep --workers count`: the command a user runs, which splits the cores itself."""
     spec = write_spec(folder, name, n_trials)
     start = time.time()
-    finish(start_workers(spec, env, count))
+    finish([subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--device", "cpu",
+                              "--workers", str(count)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=env, start_new_session=True)])
     wall = time.time() - start
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     first = min(t.datetime_start for t in trials).timestamp()
@@ -133,7 +136,7 @@ def main() -> None:
                       for busy in (False, True)}
     one, two = results[1], results[2]
     for count, r in results.items():
-        lines.append(f"- {count} worker(s) x {max(1, CORES // count)} threads, smoke budget without pruning, "
+        lines.append(f"- `--workers {count}` ({count} x {max(1, CORES // count)} threads), smoke budget without pruning, "
                      f"PostgreSQL + MLflow server: {r['trials']} trials in {r['span']:.1f} s "
                      f"(first start to last end) = **{r['per_hour']:.0f} trials/h**; "
                      f"worker start-up {r['startup']:.1f} s, wall {r['wall']:.1f} s")
