@@ -135,6 +135,8 @@ class Trainer:
         self.baseline_seconds = 0.0
         self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
         self.last_val_mse = math.nan    # the last rollout's MSE over predicted frames: the validation loss
+        self._order: torch.Tensor | None = None     # this epoch's batch order (begin_epoch)
+        self._tally: EpochTally | None = None       # this epoch's running sums
         self._stop_reason: str | None = None
         self._outcome: tuple[str, str] | None = None     # (status, message) once the run has ended early
 

@@ -24,10 +24,10 @@ class StepLosses(Callback):
 def configs(tiny_config):
     """Two members that differ in everything a member may have of its own."""
     return [tiny_config.replace(seed=0, lr=2e-3, kl_anneal_type="Monotonic", tfr=0.5, tfr_sde=0, input_noise=0.1,
-                                output="residual", first_frame=True, epochs=3),
+                                output="residual", first_frame=True, epochs=2),
             tiny_config.replace(seed=1, lr=1e-3, kl_anneal_type="Cyclical", kl_anneal_cycle=2, w_kl=0.5, tfr=1.0,
                                 tfr_sde=1, tfr_d_step=0.5, colour_augment=True, output="residual", first_frame=True,
-                                epochs=3)]
+                                epochs=2)]
 
 
 @pytest.mark.slow
@@ -49,15 +49,15 @@ def test_packed_members_equal_their_separate_runs(tiny_data, tiny_config, tmp_pa
     assert forced[0] != forced[1] and 0 < forced[0][0] < 1    # mixed packs: forced and free-running steps
     for alone, packed, own_losses, recorder in zip(separate, members, separate_losses, recorders):
         # Rounding differs (grouped convolutions), and Adam carries it on: equal at the first step, within
-        # 0.1% after 24 steps (measured: 2.5e-4 at most).
+        # 0.1% after 16 steps (measured over 24: 2.5e-4 at most).
         assert recorder.losses[0] == pytest.approx(own_losses[0], rel=1e-5)
         assert recorder.losses == pytest.approx(own_losses, rel=1e-3)
         for (name, p), q in zip(alone.model.named_parameters(), packed.model.parameters()):
             # Adam divides by the gradients' size, which lets rounding move single weights; each tensor
-            # stays within 2% of its norm (measured: 0.7% at most), and the rollouts agree (below)
+            # stays within 2% of its norm (measured over 3 epochs: 0.7% at most), and the rollouts agree (below)
             if name != NOISE_DRIVEN:
                 assert (q - p).norm() <= 2e-2 * p.norm(), name
-        assert packed.val_psnr_per_frame == pytest.approx(alone.val_psnr_per_frame, abs=0.05)   # measured: 0.012 dB at most
+        assert packed.val_psnr_per_frame == pytest.approx(alone.val_psnr_per_frame, abs=0.05)   # measured: 0.012 dB
         assert (packed.last_rollout.int() - alone.last_rollout.int()).abs().max() <= 1     # 8-bit pixels
         assert [h["val_psnr"] for h in packed.history] == pytest.approx([h["val_psnr"] for h in alone.history],
                                                                           abs=0.05)
@@ -66,6 +66,7 @@ def test_packed_members_equal_their_separate_runs(tiny_data, tiny_config, tmp_pa
 
 @pytest.mark.slow
 def test_a_member_that_diverges_leaves_the_pack_and_the_others_finish(tiny_data, tiny_config, tmp_path):
+    tiny_config = tiny_config.replace(epochs=1)
     alone = Trainer(tiny_config, tiny_data, tmp_path / "alone")
     alone.fit()
     members = [Trainer(tiny_config, tiny_data, tmp_path / "ok"),
