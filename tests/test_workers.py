@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import pytest
 from optuna.trial import TrialState
@@ -26,6 +27,21 @@ def start(spec, runs, workers: int = 2) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def sigterm_once(process: subprocess.Popen, ready: Callable[[], bool]) -> str:
+    """Send SIGTERM once `ready()` holds (the process still running); its stderr. Kills it if it hangs."""
+    try:
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "not ready in 5 minutes"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        return process.communicate(timeout=120)[1]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -42,18 +58,8 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
     spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4, pruner={"type": "none"}, budget=BUDGET)
     runs = tmp_path / "runs"
     process = start(spec, runs)
-    try:
-        deadline = time.monotonic() + 300
-        # Both workers inside a trial: each has written a checkpoint of its first epoch.
-        while len(list((runs / "trials" / "pair").glob("trial-*/checkpoints/last.pt"))) < 2:
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "the workers did not start training"
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    # Both workers inside a trial: each has written a checkpoint of its first epoch.
+    err = sigterm_once(process, lambda: len(list((runs / "trials" / "pair").glob("trial-*/checkpoints/last.pt"))) >= 2)
     assert process.returncode == 130, err[-3000:]
     assert "starting 2 workers, 1 thread(s) each" in err and "[w1] " in err and "[w2] " in err
     assert "Traceback" not in err
@@ -83,17 +89,7 @@ def test_sigterm_to_one_worker_is_a_clean_stop(tiny_data_root, tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     checkpoint = runs / "trials" / "term" / "trial-0000" / "checkpoints" / "last.pt"
-    try:
-        deadline = time.monotonic() + 300
-        while not checkpoint.exists():
-            assert process.poll() is None, process.communicate()[1][-3000:]
-            assert time.monotonic() < deadline, "no epoch finished"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    err = sigterm_once(process, checkpoint.exists)
     assert process.returncode == 143, err[-3000:]
     assert "interrupted by SIGTERM: the running trial is recorded as failed and queued again" in err
     assert "Traceback" not in err
