@@ -43,11 +43,11 @@ class PackedModels:
 
     @staticmethod
     def _stacked(members: list[VideoCVAE]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        params = {f"model.{name}": torch.stack([dict(m.named_parameters())[name] for m in members])
-                  for name, _ in members[0].named_parameters()}
-        buffers = {f"model.{name}": torch.stack([dict(m.named_buffers())[name] for m in members])
-                   for name, _ in members[0].named_buffers()}
-        return params, buffers
+        """Each parameter and buffer of the members stacked on a new dim 0, under the template's names."""
+        def stack(named: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+            return {f"model.{name}": torch.stack([tensors[name] for tensors in named]) for name in named[0]}
+        return (stack([dict(m.named_parameters()) for m in members]),
+                stack([dict(m.named_buffers()) for m in members]))
 
     def reconstruct(self, frames: torch.Tensor, poses: torch.Tensor, eps: torch.Tensor, teacher_forcing: bool,
                     reference: torch.Tensor | None = None, frames_per_pass: int | None = None,
