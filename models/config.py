@@ -184,7 +184,6 @@ def _constraints(field: Any) -> list:
     """A field's range constraints, also those on the int of `Annotated[int, Field(ge=1)] | None`."""
     found = list(field.metadata)
     for member in get_args(field.annotation):
-        found += getattr(member, "__metadata__", ())
-        for inner in getattr(member, "__metadata__", ()):
-            found += getattr(inner, "metadata", [])
+        for inner in getattr(member, "__metadata__", ()):     # the Field(...) of an Annotated member
+            found += inner.metadata
     return found

@@ -36,6 +36,17 @@ def test_unknown_choice_names_the_key(key, value):
         TrainConfig(**{key: value})
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("partial", 0, "partial must be in (0, 1], got 0"), ("ema", 1, "ema must be in [0, 1), got 1"),
+    ("f_dim", 3, "f_dim must be a multiple of 8, got 3"), ("lr", 0, "lr must be > 0, got 0"),
+    ("val_max_sequences", 0, "val_max_sequences must be >= 1, got 0"),      # the range of an optional int
+    ("height", True, "height must be of type int, got True")])
+def test_a_value_out_of_range_names_the_key_and_the_range(key, value, message):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(**{key: value})
+    assert str(caught.value) == message
+
+
 def test_residual_output_is_exactly_the_previous_frame_when_its_change_is_zero():
     model = small(output="residual")    # the output convolution starts at zero
     frames, poses = sequences()
