@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
+from mlflow.exceptions import MlflowException
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from models.checkpoint import CheckpointError, load_checkpoint
@@ -44,6 +46,7 @@ class SweepContext:
     seed: int
     echo: Callable[[str], None]
     stop: StopSignals | None = None     # checked at the trainers' safe points
+    checkpoint_every: int = 1           # upload each seed's checkpoint to MLflow after every k-th epoch (0: at the end)
 
 
 class StopAtSafePoints(Callback):
@@ -126,36 +129,53 @@ class Resumed:
     epochs: int          # epochs it had completed
 
 
-def earlier_checkpoints(owner: TrialOwner, ctx: SweepContext, folder: Path) -> list[tuple[int, Path]]:
+def earlier_checkpoints(owner: TrialOwner, ctx: SweepContext, folder: Path, prefix: str,
+                        scratch: Path) -> Iterator[tuple[int, Path, str]]:
     """Last-epoch checkpoints that earlier attempts at this trial (it is a retry) left for the seed
-    whose run lives in `folder`, newest first.
+    whose run lives in `folder`, newest attempt first, as (attempt, file, where it came from).
 
-    They are looked up in this worker's runs directory: workers share it (a common volume)
-    for a retry to resume where a dead worker stopped."""
+    For each attempt: its file in this worker's runs directory when there is one (workers that
+    share the folder find the newest epoch there), else the copy its MLflow run holds (uploaded
+    after every `checkpoint_every` epochs, reachable from any worker), downloaded into `scratch`."""
     history = RetryHeartbeatStaleTrialCallback.retry_history(owner.stored())
     relative = folder.relative_to(owner.trial_dir)
-    paths = [(n, ctx.stores.trial_dir(ctx.spec.name, n) / relative / "checkpoints" / LAST_CHECKPOINT)
-             for n in reversed(history)]
-    return [(n, path) for n, path in paths if path.is_file()]
+    run_ids = {t.number: t.user_attrs.get("mlflow_run_id") for t in owner.study.get_trials(deepcopy=False)}
+    tried_runs = {owner.run_id}
+    for number in reversed(history):
+        local = ctx.stores.trial_dir(ctx.spec.name, number) / relative / "checkpoints" / LAST_CHECKPOINT
+        if local.is_file():
+            yield number, local, str(local)
+            continue
+        run_id = run_ids.get(number)
+        if not run_id or run_id in tried_runs:   # an attempt that died before opening its own run
+            continue
+        tried_runs.add(run_id)
+        try:
+            downloaded = ctx.tracker.download_checkpoint(run_id, scratch / str(number), prefix)
+        except (MlflowException, OSError):      # it died before uploading an epoch
+            continue
+        yield number, downloaded, f"its MLflow run {run_id}"
 
 
-def make_trainer(owner: TrialOwner, ctx: SweepContext, config: TrainConfig, folder: Path,
+def make_trainer(owner: TrialOwner, ctx: SweepContext, config: TrainConfig, folder: Path, prefix: str,
                  callbacks: list[Callback]) -> tuple[Trainer, Resumed | None]:
     """A trainer for one seed of the trial: restored from the newest usable checkpoint of an
     earlier attempt when the trial is a retry, else fresh."""
-    for number, path in earlier_checkpoints(owner, ctx, folder):
-        try:
-            state = load_checkpoint(path)
-            changed = _changed_training_keys(state["config"], config.to_dict())
-            if changed:
-                raise CheckpointError(f"{path}: its config differs in {', '.join(changed)}")
-            trainer = Trainer(config, ctx.data, folder, callbacks)
-            trainer.load_state_dict(state)
-        except (CheckpointError, KeyError, RuntimeError) as err:   # e.g. saved on another device type
-            ctx.echo(f"trial {owner.number}: not resuming: {err}")
-            continue
-        ctx.echo(f"trial {owner.number}: resuming trial {number} after epoch {trainer.epoch} from {path}")
-        return trainer, Resumed(number, trainer.epoch)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".resume-", dir=folder) as scratch:
+        for number, path, where in earlier_checkpoints(owner, ctx, folder, prefix, Path(scratch)):
+            try:
+                state = load_checkpoint(path)
+                changed = _changed_training_keys(state["config"], config.to_dict())
+                if changed:
+                    raise CheckpointError(f"{where}: its config differs in {', '.join(changed)}")
+                trainer = Trainer(config, ctx.data, folder, callbacks)
+                trainer.load_state_dict(state)
+            except (CheckpointError, KeyError, RuntimeError) as err:   # e.g. saved on another device type
+                ctx.echo(f"trial {owner.number}: not resuming: {err}")
+                continue
+            ctx.echo(f"trial {owner.number}: resuming trial {number} after epoch {trainer.epoch} from {where}")
+            return trainer, Resumed(number, trainer.epoch)
     return Trainer(config, ctx.data, folder, callbacks), None
 
 
@@ -172,6 +192,7 @@ class SeedRun:
     folder: Path
     trainer: Trainer
     resumed: Resumed | None
+    logger: MlflowTrialLogger
 
 
 def train_trial(owner: TrialOwner, ctx: SweepContext) -> None:
@@ -227,13 +248,14 @@ def _seed_run(owner: TrialOwner, ctx: SweepContext, config: TrainConfig, folder:
     """One seed's trainer with its callbacks: progress, run folder, MLflow (under `seed_<s>/`
     in the trial's run when the trial has several seeds)."""
     label = f"trial {owner.number}" + (f" seed {config.seed}" if seeds > 1 else "")
-    callbacks = [ProgressReporter(prefix=f"  [{label}] "),
-                 RunOutputs(folder, ctx.data_root, plots_every_epoch=False),
-                 MlflowTrialLogger(ctx.tracker, owner.run_id, folder, prefix=seed_prefix(config.seed, seeds))]
+    prefix = seed_prefix(config.seed, seeds)
+    logger = MlflowTrialLogger(ctx.tracker, owner.run_id, folder, prefix, ctx.checkpoint_every)
+    callbacks = [ProgressReporter(prefix=f"  [{label}] "), RunOutputs(folder, ctx.data_root, plots_every_epoch=False),
+                 logger]
     if ctx.stop is not None:
         callbacks.append(StopAtSafePoints(ctx.stop))
-    trainer, resumed = make_trainer(owner, ctx, config, folder, callbacks)
-    return SeedRun(config.seed, folder, trainer, resumed)
+    trainer, resumed = make_trainer(owner, ctx, config, folder, prefix, callbacks)
+    return SeedRun(config.seed, folder, trainer, resumed, logger)
 
 
 def trial_value(results: list[TrainResult], key: str) -> float:
@@ -295,6 +317,11 @@ def _record(owner: TrialOwner, runs: list[SeedRun], results: list[TrainResult] |
              "last_val_psnr": per_epoch[-1] if per_epoch else math.nan,
              "trial_seconds": wall, "overhead_seconds": overhead, "overhead_share": overhead / max(wall, 1e-9),
              "validation_seconds": validation, "validation_share": validation / max(wall, 1e-9)}
+    # Checkpoint uploads, which a retry on a worker without the runs folder resumes from, as a share
+    # of the training time they follow.
+    uploads = sum(run.logger.upload_seconds for run in runs)
+    facts |= {"checkpoint_upload_seconds": uploads,
+              "checkpoint_upload_share": uploads / max(sum(training_seconds(t, first_epoch) for t in trainers), 1e-9)}
     owner.record(facts)
 
 

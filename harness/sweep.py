@@ -99,9 +99,10 @@ def open_study(spec: StudySpec, stores: Stores, storage: RDBStorage, seed: int |
 
 def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, timeout: float | None = None,
               device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print,
-              stop: StopSignals | None = None) -> SweepSummary:
+              stop: StopSignals | None = None, checkpoint_every: int = 1) -> SweepSummary:
     """Take trials of the spec's study until it holds its target; with `stop`, a stop signal ends the
-    worker at the next safe point (StopRequested), its running trial queued again."""
+    worker at the next safe point (StopRequested), its running trial queued again. Each trial's
+    checkpoint goes to its MLflow run after every `checkpoint_every` epochs (0: at its end only)."""
     target = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     heartbeat_interval, _ = heartbeat_settings()      # bad settings fail before any store is touched
@@ -116,7 +117,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     data_root = resolve_data_root(spec.data, base.height, base.width, progress=echo)
     data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
                            val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
-    ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo, stop)
+    ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo, stop, checkpoint_every)
     echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
          f"tracking {safe_url(stores.tracking_uri)}")
 

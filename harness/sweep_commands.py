@@ -68,12 +68,16 @@ def _study_name(study: str) -> str:
 @click.option("--pack", type=int, default=None,
               help="Train a trial's seeds as one batched model, up to this many at once [default: the spec's "
                    "pack, else 1]. Slower on a CPU (BENCHMARKS.md, Packing); meant for GPUs.")
+@click.option("--checkpoint-every", type=int, default=1, show_default=True,
+              help="Upload each trial's checkpoint to its MLflow run after every this many epochs (0: only when "
+                   "it ends), so that a retry on a worker that shares no runs folder resumes from it.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Worker processes on this machine, sharing its cores (threads per worker = cores / N); "
                    "their output is merged, and Ctrl-C or SIGTERM stops them all.")
 @friendly_errors
 def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Path | None, storage: str | None,
-          tracking_uri: str | None, device: str, seed: int | None, pack: int | None, workers: int) -> None:
+          tracking_uri: str | None, device: str, seed: int | None, pack: int | None, checkpoint_every: int,
+          workers: int) -> None:
     """Run an Optuna study whose trials train the CVAE and log to MLflow (one nested run per trial).
 
     Several processes given the same study and storage share the work.
@@ -87,13 +91,16 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
         raise UsageError(f"--n-trials must be >= 1, got {n_trials}")
     if pack is not None and pack < 1:
         raise UsageError(f"--pack must be >= 1, got {pack}")
+    if checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     spec = load_study_spec(study)
     if workers > 1:
         from .workers import run_workers
         given = {"--n-trials": n_trials, "--timeout": timeout, "--runs-dir": runs_dir, "--storage": storage,
-                 "--tracking-uri": tracking_uri, "--device": device, "--seed": seed, "--pack": pack}
+                 "--tracking-uri": tracking_uri, "--device": device, "--seed": seed, "--pack": pack,
+                 "--checkpoint-every": checkpoint_every}
         args = ["--study", study] + [str(v) for flag, value in given.items() if value is not None
                                      for v in (flag, value)]
         sys.exit(run_workers(args, workers, echo))
@@ -103,7 +110,7 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
     try:
         with StopSignals() as stop:
             summary = run_sweep(spec, stores, n_trials=n_trials, timeout=timeout, device=device, seed=seed,
-                                echo=echo, stop=stop)
+                                echo=echo, stop=stop, checkpoint_every=checkpoint_every)
     except SweepError as err:
         echo(f"error: {err}")
         sys.exit(1)

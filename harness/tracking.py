@@ -26,7 +26,8 @@ ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
 TRIAL_TAG = "harness.trial"
 STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
 SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
-CHECKPOINT_ARTIFACT = "checkpoint/" + LAST_CHECKPOINT
+CHECKPOINT_FOLDER = "checkpoint"        # in a trial's run (under seed_<s>/ for one seed of several)
+CHECKPOINT_ARTIFACT = f"{CHECKPOINT_FOLDER}/{LAST_CHECKPOINT}"
 EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_psnr_figure",
                  "val_psnr_background", "val_mse", "seconds", "val_seconds")   # the two regions on data with masks
 # Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
@@ -154,7 +155,12 @@ class StudyTracker:
                 self.client.log_artifact(run_id, str(folder / name), where)
         checkpoint = folder / "checkpoints" / LAST_CHECKPOINT
         if checkpoint.is_file():
-            self.client.log_artifact(run_id, str(checkpoint), prefix + "checkpoint")
+            self.upload_checkpoint(run_id, checkpoint, prefix)
+
+    def upload_checkpoint(self, run_id: str, checkpoint: Path, prefix: str = "") -> None:
+        """A run's latest checkpoint, at the one artifact path it keeps (each upload replaces the
+        last): where a retry on any worker finds it, and what `harness best --export` reads."""
+        self.client.log_artifact(run_id, str(checkpoint), prefix + CHECKPOINT_FOLDER)
 
     def set_tags(self, run_id: str, tags: dict[str, object]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
@@ -176,6 +182,7 @@ class StudyTracker:
         self.client.set_terminated(run_id, RUN_STATUS[state])
 
     def download_checkpoint(self, run_id: str, out_dir: Path, prefix: str = "") -> Path:
+        """The run's latest checkpoint, copied into `out_dir`; MlflowException or OSError when it has none."""
         return Path(self.client.download_artifacts(run_id, prefix + CHECKPOINT_ARTIFACT, str(out_dir)))
 
 

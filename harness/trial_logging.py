@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
+from models.checkpoint_files import LAST_CHECKPOINT
 from models.trainer import Callback, Trainer, TrainResult
 
 from . import run_outputs
@@ -24,13 +26,18 @@ def final_metrics(trainer: Trainer, result: TrainResult) -> dict[str, float]:
 
 class MlflowTrialLogger(Callback):
     """Sends a run's per-epoch metrics to its trial's MLflow run, and at the end its curves and files,
-    under `prefix` (one seed of several: `seed_prefix`)."""
+    under `prefix` (one seed of several: `seed_prefix`). With `checkpoint_every` k > 0, the epoch's
+    checkpoint goes to the run after every k-th epoch too: a retry on a worker that shares no disk
+    with this one resumes from it."""
 
-    def __init__(self, tracker: StudyTracker, run_id: str, trial_dir: Path, prefix: str = ""):
+    def __init__(self, tracker: StudyTracker, run_id: str, trial_dir: Path, prefix: str = "",
+                 checkpoint_every: int = 0):
         self.tracker = tracker
         self.run_id = run_id
         self.trial_dir = trial_dir
         self.prefix = prefix
+        self.checkpoint_every = checkpoint_every
+        self.upload_seconds = 0.0       # spent uploading checkpoints after epochs
 
     def _log(self, values: dict[str, float], step: int = 0) -> None:
         self.tracker.log_metrics(self.run_id, {self.prefix + key: value for key, value in values.items()}, step)
@@ -42,10 +49,16 @@ class MlflowTrialLogger(Callback):
         if baselines:
             self._log(baselines)
         for row in trainer.history:     # a resumed trial: the restored epochs, so its curves are whole
-            self.on_epoch_end(trainer, row)
+            self._log(epoch_metrics(row), step=int(row["epoch"]))
 
     def on_epoch_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self._log(epoch_metrics(metrics), step=int(metrics["epoch"]))
+        checkpoint = trainer.checkpoint_dir / LAST_CHECKPOINT if trainer.checkpoint_dir else None
+        if (self.checkpoint_every and trainer.epoch % self.checkpoint_every == 0
+                and checkpoint is not None and checkpoint.is_file()):
+            started = time.perf_counter()
+            self.tracker.upload_checkpoint(self.run_id, checkpoint, self.prefix)
+            self.upload_seconds += time.perf_counter() - started
 
     def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
         # RunOutputs runs before this callback, so the folder already holds the final files.

@@ -89,6 +89,22 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> Non
         time.sleep(0.05)
 
 
+def wait_until(condition, process: subprocess.Popen, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+    return value
+
+
+def wait_for_attr(servers: dict[str, str], name: str, number: int, key: str, process: subprocess.Popen):
+    def value():
+        trials = load(servers, name)
+        return trials[number].user_attrs.get(key) if len(trials) > number else None
+    return wait_until(value, process)
+
+
 def load(servers: dict[str, str], name: str) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=servers["storage"]).get_trials()
 
@@ -131,30 +147,40 @@ def test_two_workers_share_a_study_on_postgresql_and_an_mlflow_server(servers, t
     assert not (tmp_path / "runs" / "mlartifacts").exists()
 
 
-def test_a_killed_worker_s_trial_is_retried_and_resumes_from_its_last_epoch(servers, tiny_data_root, tmp_path):
+def test_a_killed_worker_s_trial_resumes_on_a_worker_that_shares_no_folder_with_it(servers, tiny_data_root,
+                                                                                     tmp_path):
     spec = write_spec(tmp_path / "pg_kill.yaml", tiny_data_root, n_trials=3, budget=LONG_BUDGET,
                       pruner={"type": "none"}, retries=2)
-    runs = tmp_path / "runs"
-    env = worker_env(servers, runs)
-    victim_checkpoint = runs / "trials" / "pg_kill" / "trial-0000" / "checkpoints" / "last.pt"
-    with workers(spec, env) as (victim,):
+    # Each worker has its own runs folder: the retry can only resume from the MLflow run's checkpoint,
+    # uploaded through the server after each epoch.
+    victim_runs, runs = tmp_path / "victim-runs", tmp_path / "runs"
+    victim_checkpoint = victim_runs / "trials" / "pg_kill" / "trial-0000" / "checkpoints" / "last.pt"
+    with workers(spec, worker_env(servers, victim_runs)) as (victim,):
         wait_for(victim_checkpoint, victim)             # trial 0 has finished at least one epoch
+        client = MlflowClient(tracking_uri=servers["tracking_uri"])
+        run_id = wait_for_attr(servers, "pg_kill", 0, "mlflow_run_id", victim)
+        wait_until(lambda: client.list_artifacts(run_id, "checkpoint"), victim)   # ... and uploaded it
         os.killpg(victim.pid, signal.SIGKILL)
         killed_at = datetime.now()
         victim.wait(timeout=30)
-        with workers(spec, env) as (survivor,):
+        with workers(spec, worker_env(servers, runs)) as (survivor,):
             err = finish(survivor)
     saved_epochs = torch.load(victim_checkpoint, weights_only=True)["epoch"]
     assert 1 <= saved_epochs < LONG_BUDGET["epochs"]
+    assert not (runs / "trials" / "pg_kill" / "trial-0000").exists()
 
     trials = load(servers, "pg_kill")
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3, err[-3000:]
     lost = trials[0]
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
     assert retry.params == lost.params
-    assert retry.user_attrs["resumed_from_trial"] == 0 and retry.user_attrs["resumed_epochs"] == saved_epochs
+    assert retry.user_attrs["resumed_from_trial"] == 0
     assert retry.user_attrs["epochs_run"] == LONG_BUDGET["epochs"]
-    assert f"resuming trial 0 after epoch {saved_epochs}" in err
+    # The uploaded checkpoint is the last epoch's, or the one before when the kill came between
+    # the epoch's checkpoint file and its upload.
+    resumed = retry.user_attrs["resumed_epochs"]
+    assert saved_epochs - 1 <= resumed <= saved_epochs and resumed >= 1
+    assert f"resuming trial 0 after epoch {resumed} from its MLflow run {run_id}" in err
     requeued_after = (lost.datetime_complete - killed_at).total_seconds()
     assert 0 < requeued_after < 120
 
@@ -208,7 +234,10 @@ def test_ctrl_c_closes_the_trial_and_a_rerun_resumes_it(servers, tiny_data_root,
     assert [(r.info.status, r.data.tags["harness.state"]) for r in runs_by_trial.values()] == [("FAILED", "FAIL")]
 
     again = ok(harness("sweep", "--study", str(spec), "--device", "cpu", env=worker_env(servers, runs)))
-    assert "this worker ran 2" in again.stderr and "resuming trial 0" in again.stderr
+    # The shared runs folder holds the newest checkpoint: the retry takes it from there.
+    local = runs / "trials" / "pg_intr" / "trial-0000" / "checkpoints" / "last.pt"
+    assert "this worker ran 2" in again.stderr and "resuming trial 0 after epoch" in again.stderr
+    assert f"from {local}" in again.stderr
     trials = load(servers, "pg_intr")
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
     assert trials[1].user_attrs["resumed_from_trial"] == 0 and trials[1].user_attrs["fail_reason"] is None

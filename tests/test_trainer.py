@@ -181,6 +181,7 @@ class RecordingTracker:
     def __init__(self):
         self.metrics: dict[str, list[tuple[int, float]]] = {}
         self.series: dict[str, list[float]] = {}
+        self.uploads: list[tuple[str, int]] = []    # (prefix, epochs in the uploaded checkpoint)
 
     def log_metrics(self, run_id, values, step=0):
         for key, value in values.items():
@@ -191,6 +192,21 @@ class RecordingTracker:
 
     def log_files(self, run_id, folder, *where):
         pass
+
+    def upload_checkpoint(self, run_id, checkpoint, prefix=""):
+        self.uploads.append((prefix, load_checkpoint(checkpoint)["epoch"]))
+
+
+def test_the_checkpoint_goes_to_the_run_after_every_kth_epoch(tiny_data, tiny_config, tmp_path):
+    tracker = RecordingTracker()
+    logger = MlflowTrialLogger(tracker, "run", tmp_path, prefix="seed_1/", checkpoint_every=2)
+    Trainer(tiny_config.replace(epochs=4, val_epoch_len=2, baselines=False), tiny_data, tmp_path, [logger]).fit()
+    # The file uploaded after epochs 2 and 4 is that epoch's own checkpoint, not an older one.
+    assert tracker.uploads == [("seed_1/", 2), ("seed_1/", 4)] and logger.upload_seconds > 0
+    tracker = RecordingTracker()
+    Trainer(tiny_config.replace(epochs=1, val_epoch_len=2, baselines=False), tiny_data, tmp_path / "never",
+            [MlflowTrialLogger(tracker, "run", tmp_path / "never")]).fit()
+    assert tracker.uploads == []        # checkpoint_every 0: only the end's files (log_files)
 
 
 @pytest.fixture(scope="module")
