@@ -3,7 +3,7 @@
 By default everything lives under one runs directory (SQLite files and an
 artifact folder), so a first sweep needs nothing set up. `--storage` and
 `--tracking-uri` (or $HARNESS_STORAGE and $MLFLOW_TRACKING_URI) point at
-PostgreSQL and an MLflow server instead.
+PostgreSQL (or a journal file on a shared file system) and an MLflow server instead.
 """
 from __future__ import annotations
 
@@ -54,6 +54,20 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
 
 
+def journal_path(url: str) -> Path | None:
+    """The file behind a `journal:PATH` storage (Optuna's journal storage; None for other URLs);
+    `journal:///abs/path` is read as `/abs/path`."""
+    if not url.startswith("journal:"):
+        return None
+    path = url.removeprefix("journal:")
+    return Path(path.removeprefix("//") if path.startswith("///") else path)
+
+
+def store_file(url: str) -> Path | None:
+    """The file an embedded storage lives in (SQLite or journal); None for a database server."""
+    return sqlite_path(url) or journal_path(url)
+
+
 def _sqlite_url(path: Path) -> str:
     # pysqlite reads `timeout` from the URL; MLflow and Optuna pass URLs through to SQLAlchemy.
     return f"sqlite:///{path.resolve()}?timeout={SQLITE_BUSY_TIMEOUT}"
@@ -71,8 +85,8 @@ def resolve_stores(runs_dir: str | Path | None = None, storage: str | None = Non
 
 
 def holds_no_store(url: str) -> bool:
-    """True for a SQLite URL whose file does not exist: reading it must not create it."""
-    path = sqlite_path(url)
+    """True for a SQLite or journal storage whose file does not exist: reading it must not create it."""
+    path = store_file(url)
     return path is not None and not path.exists()
 
 
@@ -98,8 +112,9 @@ def store_lock(url: str) -> AbstractContextManager:
     """A lock that serialises schema creation of a fresh store across processes: workers started
     together would otherwise race to create the same tables. A file lock beside a SQLite store,
     an advisory lock on a PostgreSQL server; an MLflow server migrates its own store."""
-    path = sqlite_path(url)
+    path = store_file(url)
     if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT)
     if url.startswith("postgresql"):
         return _postgres_lock(url)

@@ -7,12 +7,13 @@ from typing import Callable
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import UsageError
+from .journal_storage import HeartbeatJournalStorage
 from .stores import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, Stores, StoreUnavailable, connection_failure,
-                     prepare_sqlite, safe_url, store_lock)
+                     journal_path, prepare_sqlite, safe_url, store_lock)
 
 # A worker's heartbeat; a RUNNING trial silent for the grace period is failed and re-queued.
 # $HARNESS_HEARTBEAT_SECONDS and $HARNESS_GRACE_SECONDS override them (every worker should agree).
@@ -37,9 +38,23 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> RDBStorage:
-    """Optuna's RDB storage. A worker passes `on_stale`: its trials then send heartbeats, and a
-    trial whose worker went silent is failed and handed to `on_stale` (readers pass nothing)."""
+def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> BaseStorage:
+    """Optuna's RDB storage, or its journal storage for a `journal:PATH` URL. A worker passes
+    `on_stale`: its trials then send heartbeats, and a trial whose worker went silent is failed and
+    handed to `on_stale` (readers pass nothing)."""
+    heartbeat: dict = {}
+    if on_stale is not None:
+        interval, grace = heartbeat_settings()
+        heartbeat = {"heartbeat_interval": interval, "grace_period": grace}
+    journal = journal_path(stores.storage_url)
+    if journal is not None:
+        with store_lock(stores.storage_url):
+            try:
+                return HeartbeatJournalStorage(journal, **heartbeat, on_stale=on_stale)
+            except OSError as err:
+                raise StoreUnavailable(f"--storage {stores.storage_url}: cannot open ({err.strerror or err})") from None
+    if on_stale is not None:
+        heartbeat["heartbeat_stale_trial_callback"] = on_stale
     prepare_sqlite(stores.storage_url)
     if stores.storage_url.startswith("sqlite"):
         engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
@@ -47,10 +62,6 @@ def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial],
         engine_kwargs = {"pool_pre_ping": True}
         if stores.storage_url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    heartbeat: dict = {}
-    if on_stale is not None:
-        interval, grace = heartbeat_settings()
-        heartbeat = {"heartbeat_interval": interval, "grace_period": grace, "heartbeat_stale_trial_callback": on_stale}
     with store_lock(stores.storage_url):    # the first worker creates the tables; the others wait for it
         try:
             return RDBStorage(stores.storage_url, engine_kwargs=engine_kwargs, **heartbeat)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from models.config import TrainConfig
@@ -71,7 +71,7 @@ class StaleTrialHandler:
         close_lost_run(self.tracker, trial)
 
 
-def open_study(spec: StudySpec, stores: Stores, storage: RDBStorage, seed: int | None) -> optuna.Study:
+def open_study(spec: StudySpec, stores: Stores, storage: BaseStorage, seed: int | None) -> optuna.Study:
     """Load the spec's study, or create it and enqueue the spec's reference trials, in `storage`
     (the worker's own: its trials' heartbeats go through it).
 

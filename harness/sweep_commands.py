@@ -138,12 +138,12 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
 def studies(runs_dir: Path | None, storage: str | None, tracking_uri: str | None) -> None:
     """List the studies in the storage: trials by state and the best PSNR."""
     quiet_libraries()
-    from .stores import holds_no_store, sqlite_path
+    from .stores import holds_no_store, store_file
     from .study_tables import studies_table
 
     stores = _stores(runs_dir, storage, tracking_uri)
     if holds_no_store(stores.storage_url):   # say so; never create an empty store in a wrong folder
-        echo(f"no studies: {stores.runs_dir} holds no study store (no {sqlite_path(stores.storage_url).name}); "
+        echo(f"no studies: {stores.runs_dir} holds no study store (no {store_file(stores.storage_url).name}); "
              f"start one with: harness sweep --study smoke --runs-dir {stores.runs_dir}")
         return
     table = studies_table(stores)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from .run_files import ERROR_FILE, json_safe
@@ -40,7 +40,7 @@ class Heartbeat:
     """Records a running trial's heartbeat in the Optuna storage every interval, from a thread,
     so that other workers can tell a live trial from one whose worker died."""
 
-    def __init__(self, storage: RDBStorage, trial_id: int):
+    def __init__(self, storage: BaseStorage, trial_id: int):
         self.storage = storage
         self.trial_id = trial_id
         self.interval = storage.get_heartbeat_interval()
@@ -67,7 +67,7 @@ class Heartbeat:
 class TrialOwner:
     """The one place that starts, records and ends a trial in both stores (see the module's doc)."""
 
-    def __init__(self, study: optuna.Study, trial: optuna.Trial, storage: RDBStorage, tracker: StudyTracker,
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, storage: BaseStorage, tracker: StudyTracker,
                  trial_dir: Path):
         self.study = study
         self.trial = trial
@@ -82,7 +82,7 @@ class TrialOwner:
         self.folders: list[tuple[Path, str]] = []   # (folder, artifact prefix) logged if the trial fails
 
     @classmethod
-    def ask(cls, study: optuna.Study, storage: RDBStorage, tracker: StudyTracker,
+    def ask(cls, study: optuna.Study, storage: BaseStorage, tracker: StudyTracker,
             trial_dir_of: Callable[[int], Path]) -> TrialOwner:
         """Take the study's next trial: a queued one (reference, retry) first, else a sampled one."""
         with warnings.catch_warnings():

@@ -1,0 +1,74 @@
+"""`--storage journal:PATH`: Optuna's journal file with the heartbeats, retries and no-repeat rule
+of the database storages."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from harness import journal_storage
+from harness.journal_storage import HEARTBEAT_ATTR, HeartbeatJournalStorage
+from harness.stores import journal_path, resolve_stores
+from harness.study import open_storage
+from sweep_helpers import harness, ok, write_spec
+
+
+def test_journal_urls_name_their_file(tmp_path):
+    assert journal_path("journal:runs/study.log").as_posix() == "runs/study.log"
+    assert journal_path("journal:///shared/study.log").as_posix() == "/shared/study.log"
+    assert journal_path("sqlite:///x.db") is None
+    storage = open_storage(resolve_stores(tmp_path, f"journal:{tmp_path}/s.log"))
+    assert isinstance(storage, HeartbeatJournalStorage) and storage.get_heartbeat_interval() is None
+
+
+def test_a_silent_trial_is_failed_once_and_retried(tmp_path, monkeypatch):
+    path = tmp_path / "study.log"
+    now = [1_000_000.0]
+    monkeypatch.setattr(journal_storage.time, "time", lambda: now[0])
+    stale_calls = []
+
+    def on_stale(study, trial):
+        stale_calls.append(trial.number)
+        RetryHeartbeatStaleTrialCallback(max_retry=1)(study, trial)
+
+    # Two workers, each with its own storage object on the one file.
+    workers = [HeartbeatJournalStorage(path, 1, 5, on_stale) for _ in range(2)]
+    study_a = optuna.create_study(study_name="s", storage=workers[0])
+    study_b = optuna.load_study(study_name="s", storage=workers[1])
+    trial = study_a.ask()
+    now[0] = trial.datetime_start.timestamp() + 1
+    workers[0].record_heartbeat(trial._trial_id)
+    now[0] += 4                           # 4 s after its heartbeat: alive
+    fail_stale_trials(study_b)
+    assert study_b.trials[0].state == TrialState.RUNNING and stale_calls == []
+    now[0] += 2                           # 6 s: past the grace period
+    fail_stale_trials(study_b)
+    fail_stale_trials(study_a)            # the second worker to notice does nothing more
+    states = [t.state for t in study_a.trials]
+    assert states == [TrialState.FAIL, TrialState.WAITING] and stale_calls == [0]
+    # The retry inherits the dead trial's last heartbeat: it counts from its own start, not from that.
+    retry = study_a.ask()
+    assert HEARTBEAT_ATTR in study_a.trials[1].system_attrs
+    now[0] = retry.datetime_start.timestamp() + 3
+    fail_stale_trials(study_b)
+    assert study_b.trials[1].state == TrialState.RUNNING
+    # A heartbeat sent after its trial ended (the thread's last beat) is dropped, not an error.
+    study_a.tell(retry, 1.0)
+    workers[0].record_heartbeat(retry._trial_id)
+
+
+@pytest.mark.slow
+def test_two_workers_finish_a_study_on_a_journal_file(tiny_data_root, tmp_path):
+    spec = write_spec(tmp_path / "journal.yaml", tiny_data_root, n_trials=2, pruner={"type": "none"})
+    journal = tmp_path / "shared" / "optuna.log"
+    out = ok(harness("sweep", "--study", str(spec), "--device", "cpu", "--workers", "2",
+                     "--storage", f"journal:{journal}", "--runs-dir", str(tmp_path / "runs")))
+    assert "[w1]" in out.stderr + out.stdout and "[w2]" in out.stderr + out.stdout
+    trials = optuna.load_study(study_name="journal", storage=HeartbeatJournalStorage(journal)).trials
+    assert len(trials) >= 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    sampled = [tuple(sorted(t.params.items())) for t in trials if "fixed_params" not in t.system_attrs]
+    assert len(sampled) == len(set(sampled))      # no point sampled twice across the workers
+    report = ok(harness("report", "--study", "journal", "--storage", f"journal:{journal}",
+                        "--runs-dir", str(tmp_path / "runs"))).stdout
+    assert all(t.user_attrs["mlflow_run_id"] in report for t in trials)   # read back through the journal
