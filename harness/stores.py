@@ -110,12 +110,14 @@ def prepare_sqlite(url: str) -> None:
 
 def store_lock(url: str) -> AbstractContextManager:
     """A lock that serialises schema creation of a fresh store across processes: workers started
-    together would otherwise race to create the same tables. A file lock beside a SQLite store,
-    an advisory lock on a PostgreSQL server; an MLflow server migrates its own store."""
+    together would otherwise race to create the same tables. A file lock beside a SQLite or journal
+    store, an advisory lock on a PostgreSQL server; an MLflow server migrates its own store."""
     path = store_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(path) + ".lock", timeout=SQLITE_BUSY_TIMEOUT)
+        # Not `<journal>.lock`: Optuna's journal takes that name for its own lock on every write
+        # (a symbolic link), and would wait out its 30 s stale-lock period behind a file left there.
+        return FileLock(str(path) + ".harness-lock", timeout=SQLITE_BUSY_TIMEOUT)
     if url.startswith("postgresql"):
         return _postgres_lock(url)
     return nullcontext()
