@@ -23,16 +23,25 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 import yaml
+from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from common import record  # noqa: E402
 from servers import mlflow_server, postgres_server, stop_group  # noqa: E402
 
 from harness.studies import load_study_spec  # noqa: E402
+from harness.tracking import CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER  # noqa: E402
+from models.cvae import VideoCVAE  # noqa: E402
 from harness.study import GRACE_SECONDS, HEARTBEAT_SECONDS  # noqa: E402
 
 CORES = os.cpu_count() or 1
+SCENARIOS = [(signal.SIGKILL, True, False), (signal.SIGKILL, True, True), (signal.SIGKILL, False, False),
+             (signal.SIGTERM, True, False), (signal.SIGTERM, False, False)]
+# study dims (F, L, N, D): the smoke study's and the lab's full model (kl_schedules)
+UPLOAD_DIMS = {"smoke": (16, 8, 4, 16), "full (kl_schedules)": (128, 32, 12, 192)}
+HEIGHT, WIDTH = 32, 64
 
 
 def write_spec(folder: Path, name: str, n_trials: int, epochs: int | None = None) -> Path:
@@ -53,11 +62,15 @@ def start_workers(spec: Path, env: dict[str, str], count: int) -> list[subproces
                              start_new_session=True) for _ in range(count)]
 
 
-def finish(workers: list[subprocess.Popen]) -> None:
+def finish(workers: list[subprocess.Popen], allowed: tuple[int, ...] = (0,)) -> list[str]:
+    """Wait for the workers to end; their stderr texts."""
+    errors = []
     for worker in workers:
         _, err = worker.communicate(timeout=3600)
-        if worker.returncode != 0:
-            raise RuntimeError(f"a worker failed:\n{err[-3000:]}")
+        if worker.returncode not in allowed:
+            raise RuntimeError(f"a worker failed ({worker.returncode}):\n{err[-3000:]}")
+        errors.append(err)
+    return errors
 
 
 def throughput(storage: str, env: dict[str, str], folder: Path, name: str, count: int, n_trials: int) -> dict:
@@ -75,29 +88,35 @@ def throughput(storage: str, env: dict[str, str], folder: Path, name: str, count
             "per_hour": 3600 * len(trials) / (last - first)}
 
 
-def requeue_delay(storage: str, env: dict[str, str], folder: Path, name: str, survivor_busy: bool) -> dict:
-    """Kill a worker in the middle of its trial; time until its trial is failed and re-queued
-    (Optuna's completion time of the failed trial) and until a worker starts the retry.
+def requeue_delay(storage: str, env: dict[str, str], folder: Path, name: str, stop: signal.Signals,
+                  shared_folder: bool, survivor_busy: bool) -> dict:
+    """Stop a worker in the middle of its trial (SIGKILL: it dies; SIGTERM: it stops cleanly); time
+    until its trial is failed and re-queued (Optuna's completion time of the failed trial) and until
+    the other worker starts the retry, and say where the retry found its checkpoint.
 
-    A worker notices a stale trial when it looks for work: between two of its trials when it is
-    busy (`survivor_busy`: it runs a trial of its own when the victim dies), or every heartbeat
-    while it waits for the study's last trials (the victim's trial is the study's only one)."""
+    The other worker is running when the victim stops: either waiting for the study's last trial (the
+    victim's is the study's only one), so that it looks for stale or queued trials every heartbeat, or
+    busy with a trial of its own (`survivor_busy`), so that it looks between two trials. With
+    `shared_folder` both use one runs folder (the retry reads the newest local checkpoint); without,
+    each has its own and the retry downloads the checkpoint from the lost attempt's MLflow run."""
     n_trials = 4 if survivor_busy else 1
     spec = write_spec(folder, name, n_trials=n_trials, epochs=12)
     trials_dir = Path(env["HARNESS_RUNS_DIR"]) / "trials" / name
+    survivor_env = env if shared_folder else {**env, "HARNESS_RUNS_DIR": str(folder / f"{name}-survivor-runs")}
     victim, = start_workers(spec, env, 1)
     survivor = None
     try:
         _wait_for(trials_dir / "trial-0000" / "checkpoints" / "last.pt")     # trial 0 is under way
+        survivor, = start_workers(spec, survivor_env, 1)
         if survivor_busy:
-            survivor, = start_workers(spec, env, 1)
-            _wait_for(trials_dir / "trial-0001")                             # and trial 1 on the other
-        os.killpg(victim.pid, signal.SIGKILL)
-        killed = time.time()
+            _wait_for(Path(survivor_env["HARNESS_RUNS_DIR"]) / "trials" / name / "trial-0001")
+        else:
+            _wait_for_state(storage, name, lambda trials: len(trials[0].intermediate_values) >= 2)
+            time.sleep(3)                                   # the survivor is waiting for trial 0 by now
+        os.killpg(victim.pid, stop)
+        stopped = time.time()
         victim.wait()
-        if not survivor_busy:
-            survivor, = start_workers(spec, env, 1)
-        finish([survivor])
+        survivor_err, = finish([survivor])
     finally:
         for worker in (victim, survivor):
             if worker is not None:
@@ -105,10 +124,47 @@ def requeue_delay(storage: str, env: dict[str, str], folder: Path, name: str, su
     trials = optuna.load_study(study_name=name, storage=storage).get_trials()
     lost = trials[0]
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
-    return {"requeued": lost.datetime_complete.timestamp() - killed,
-            "restarted": retry.datetime_start.timestamp() - killed,
+    source = ("the lost attempt's MLflow run" if "from its MLflow run" in survivor_err
+              else "the shared runs folder" if "resuming trial" in survivor_err else "nowhere (epoch 0)")
+    return {"requeued": lost.datetime_complete.timestamp() - stopped,
+            "restarted": retry.datetime_start.timestamp() - stopped,
+            "victim_status": victim.returncode, "source": source,
             "trial_seconds": statistics.median(t.user_attrs["trial_seconds"] for t in trials[1:]),
             "resumed_epochs": retry.user_attrs.get("resumed_epochs"), "states": [t.state.name for t in trials]}
+
+
+def _wait_for_state(storage: str, name: str, condition, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition(optuna.load_study(study_name=name, storage=storage).get_trials()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"study {name} did not reach the state waited for")
+        time.sleep(0.2)
+
+
+def checkpoint_upload(tracking: str, folder: Path, dims: tuple[int, int, int, int], repeats: int = 5) -> dict:
+    """The per-epoch upload at the given model dims: a checkpoint of the model and its Adam state
+    (after one step, so the state is full), logged to a run through the MLflow server over HTTP, as
+    MlflowTrialLogger does; the median of `repeats` uploads."""
+    torch.manual_seed(0)
+    model = VideoCVAE(*dims)
+    optimizer = torch.optim.Adam(model.parameters())
+    frames, poses = torch.rand(1, 2, 3, HEIGHT, WIDTH), torch.rand(1, 2, 3, HEIGHT, WIDTH)
+    pred, kl = model.reconstruct(frames, poses, True, torch.Generator().manual_seed(0), 1)
+    ((pred - frames[:, 1:]).pow(2).mean() + kl.mean()).backward()
+    optimizer.step()
+    path = folder / "upload" / CHECKPOINT_ARTIFACT.rsplit("/", 1)[-1]
+    path.parent.mkdir()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+    client = MlflowClient(tracking_uri=tracking)
+    run = client.create_run(client.create_experiment(f"upload-{dims[3]}"))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        client.log_artifact(run.info.run_id, str(path), CHECKPOINT_FOLDER)
+        seconds.append(time.perf_counter() - start)
+    client.set_terminated(run.info.run_id)
+    return {"megabytes": path.stat().st_size / 1e6, "seconds": statistics.median(seconds),
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def _wait_for(path: Path, timeout: float = 600) -> None:
@@ -132,8 +188,10 @@ def main() -> None:
                    "HARNESS_RUNS_DIR": str(folder / "runs")}
             results = {count: throughput(databases["optuna"], env, folder, f"tp{count}", count, args.trials)
                        for count in (1, 2)}
-            delays = {busy: requeue_delay(databases["optuna"], env, folder, f"requeue{int(busy)}", busy)
-                      for busy in (False, True)}
+            delays = [(stop, shared, busy, requeue_delay(databases["optuna"], env, folder,
+                                                         f"requeue{i}", stop, shared, busy))
+                      for i, (stop, shared, busy) in enumerate(SCENARIOS)]
+            uploads = {name: checkpoint_upload(tracking, folder, dims) for name, dims in UPLOAD_DIMS.items()}
     one, two = results[1], results[2]
     for count, r in results.items():
         lines.append(f"- `--workers {count}` ({count} x {max(1, CORES // count)} threads), smoke budget without pruning, "
@@ -142,14 +200,21 @@ def main() -> None:
                      f"worker start-up {r['startup']:.1f} s, wall {r['wall']:.1f} s")
     lines.append(f"- scaling 1 -> 2 workers: x{two['per_hour'] / one['per_hour']:.2f} trials/h "
                  f"on {CORES} cores")
-    for busy, delay in delays.items():
+    for stop, shared, busy, delay in delays:
         situation = (f"while the other worker runs its own trial ({delay['trial_seconds']:.0f} s long)" if busy
                      else "while the other worker waits for the study's last trial")
-        lines.append(f"- a worker killed (SIGKILL) mid-trial {situation}, heartbeat {HEARTBEAT_SECONDS} s, grace "
-                     f"{GRACE_SECONDS} s: its trial failed and re-queued **{delay['requeued']:.1f} s** after the "
-                     f"kill, the retry started {delay['restarted']:.1f} s after it, resuming after "
-                     f"{delay['resumed_epochs']} epoch(s); trial states {', '.join(delay['states'])}")
-    record("Scale-out: trials per hour with 1 and 2 workers, re-queue time of a dead worker's trial", lines)
+        how = "killed (SIGKILL)" if stop == signal.SIGKILL else "stopped by SIGTERM"
+        lines.append(f"- a worker {how} mid-trial {situation}, {'one shared runs folder' if shared else 'no shared folder'}, "
+                     f"heartbeat {HEARTBEAT_SECONDS} s, grace {GRACE_SECONDS} s: its trial failed and re-queued "
+                     f"**{delay['requeued']:.1f} s** after the signal (the worker exited {delay['victim_status']}), "
+                     f"the retry started **{delay['restarted']:.1f} s** after it, resuming after "
+                     f"{delay['resumed_epochs']} epoch(s) from {delay['source']}; trial states {', '.join(delay['states'])}")
+    for name, upload in uploads.items():
+        lines.append(f"- checkpoint upload through the MLflow server (HTTP, proxied artifacts) at the {name} dims "
+                     f"({upload['parameters'] / 1e6:.2f} M parameters, model + Adam state {upload['megabytes']:.1f} MB): "
+                     f"**{upload['seconds']:.2f} s** per upload (median of 5); 1% of an epoch for epochs of "
+                     f"{upload['seconds'] * 100:.0f} s or more")
+    record("Scale-out: trials per hour with 1 and 2 workers; a stopped worker's trial running again; checkpoint upload cost", lines)
 
 
 if __name__ == "__main__":

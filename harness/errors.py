@@ -6,3 +6,7 @@ from models.errors import HarnessError
 
 class UsageError(HarnessError):
     """Bad input to a command or a bad setting, told as one line naming the option or variable."""
+
+
+class SweepError(HarnessError):
+    """The sweep cannot go on (one line, shown to the user)."""

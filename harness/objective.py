@@ -1,6 +1,7 @@
 """One trial's training: the CVAE trained with the trial's params, once per seed, judged per epoch.
 
-`train_trial` gives its `TrialOwner` the trial's outcome; the owner records it in both stores.
+`TrialTraining` opens a trial's seeds for training and gives its `TrialOwner` the outcome; the owner
+records it in both stores. The sweep loop (harness.sweep_loop) decides when the seeds train.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from models.checkpoint import CheckpointError, load_checkpoint
 from models.checkpoint_files import LAST_CHECKPOINT
 from models.config import TrainConfig
 from models.data import DanceData
-from models.lockstep import train_in_lockstep
 from models.metrics import REGIONS
 from models.trainer import Callback, Trainer, TrainResult
 
@@ -195,53 +195,70 @@ class SeedRun:
     logger: MlflowTrialLogger
 
 
-def train_trial(owner: TrialOwner, ctx: SweepContext) -> None:
-    """Train the owner's trial, one trainer per seed, and give the owner its outcome. An exception
-    (a crash, Ctrl-C) leaves the outcome to the owner, after what was trained is recorded."""
-    started = time.perf_counter()
-    params = suggest_params(owner.trial, ctx.spec)
-    repeat = repeated_trial(owner, params)
-    if repeat is not None:
-        owner.skip_repeat(repeat)
-        return
-    config = trial_config(ctx, params)
-    seeds = trial_seeds(config.seed, ctx.spec.seeds)
-    owner.start(config.to_dict(), sorted(params), seeds)
-    ctx.echo(f"trial {owner.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in params.items())
-             + (f" (seeds {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""))
+class TrialTraining:
+    """One trial's seeds, ready to train as one Lockstep group: `begin` opens the trial (params,
+    MLflow run, trainers, restored checkpoints); `conclude` gives the owner its outcome from the
+    seeds' results, `interrupted` records what was trained when training stopped by an exception."""
 
-    runs = [_seed_run(owner, ctx, config.replace(seed=seed), seed_folder(owner.trial_dir, seed, len(seeds)),
-                      len(seeds)) for seed in seeds]
-    for run in runs:
-        owner.keep_files(run.folder, seed_prefix(run.seed, len(runs)))
-    resumed = [run.resumed for run in runs if run.resumed is not None]
-    if resumed:
-        facts = {"resumed_from_trial": resumed[0].trial, "resumed_epochs": min(r.epochs for r in resumed)}
-        owner.set_attrs(facts)
-        ctx.tracker.set_tags(owner.run_id, {f"harness.{key}": value for key, value in facts.items()})
-    first_new_epoch = min(run.trainer.epoch for run in runs)
-    judge = EpochJudge(owner, ctx.tracker, len(seeds), first_new_epoch)
-    try:
-        results = train_in_lockstep([run.trainer for run in runs], judge, pack=ctx.spec.pack)
-    except BaseException:
-        _record(owner, runs, None, started, first_new_epoch)
-        raise
-    _record(owner, runs, results, started, first_new_epoch)
-    diverged = [(run, result) for run, result in zip(runs, results) if result.status == "diverged"]
-    unfinished = [result for result in results if result.status != "completed"]
-    if diverged:
-        run, result = diverged[0]
-        owner.fail(result.message if len(seeds) == 1 else f"seed {run.seed} {result.message}")
-    elif judge.pruned_at is not None and all(result.status == "stopped" for result in results):
-        owner.prune(f"pruned after epoch {judge.pruned_at + 1} at {trial_value(results, 'val_psnr'):.2f} dB")
-    elif unfinished:
-        owner.fail(unfinished[0].message)
-    elif not all(math.isfinite(result.final_val_psnr) for result in results):
-        owner.fail("no final validation PSNR")
-    else:
-        if len(seeds) > 1:
-            _record_seeds(owner, ctx, runs, results)
-        owner.complete(trial_value(results, "final_val_psnr"))
+    def __init__(self, owner: TrialOwner, ctx: SweepContext, runs: list[SeedRun], started: float):
+        self.owner = owner
+        self.runs = runs
+        self.started = started
+        self.ctx = ctx
+        self.first_new_epoch = min(run.trainer.epoch for run in runs)
+        self.judge = EpochJudge(owner, ctx.tracker, len(runs), self.first_new_epoch)
+
+    @classmethod
+    def begin(cls, owner: TrialOwner, ctx: SweepContext) -> TrialTraining | None:
+        """The trial's training, or None when the sampler repeated an earlier point (then the
+        owner has its outcome: not trained)."""
+        started = time.perf_counter()
+        params = suggest_params(owner.trial, ctx.spec)
+        repeat = repeated_trial(owner, params)
+        if repeat is not None:
+            owner.skip_repeat(repeat)
+            return None
+        config = trial_config(ctx, params)
+        seeds = trial_seeds(config.seed, ctx.spec.seeds)
+        owner.start(config.to_dict(), sorted(params), seeds)
+        ctx.echo(f"trial {owner.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+                 + (f" (seeds {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""))
+        runs = [_seed_run(owner, ctx, config.replace(seed=seed), seed_folder(owner.trial_dir, seed, len(seeds)),
+                          len(seeds)) for seed in seeds]
+        for run in runs:
+            owner.keep_files(run.folder, seed_prefix(run.seed, len(runs)))
+        resumed = [run.resumed for run in runs if run.resumed is not None]
+        if resumed:
+            facts = {"resumed_from_trial": resumed[0].trial, "resumed_epochs": min(r.epochs for r in resumed)}
+            owner.set_attrs(facts)
+            ctx.tracker.set_tags(owner.run_id, {f"harness.{key}": value for key, value in facts.items()})
+        return cls(owner, ctx, runs, started)
+
+    @property
+    def trainers(self) -> list[Trainer]:
+        return [run.trainer for run in self.runs]
+
+    def interrupted(self) -> None:
+        _record(self.owner, self.runs, None, self.started, self.first_new_epoch)
+
+    def conclude(self, results: list[TrainResult]) -> None:
+        owner, runs = self.owner, self.runs
+        _record(owner, runs, results, self.started, self.first_new_epoch)
+        diverged = [(run, result) for run, result in zip(runs, results) if result.status == "diverged"]
+        unfinished = [result for result in results if result.status != "completed"]
+        if diverged:
+            run, result = diverged[0]
+            owner.fail(result.message if len(runs) == 1 else f"seed {run.seed} {result.message}")
+        elif self.judge.pruned_at is not None and all(result.status == "stopped" for result in results):
+            owner.prune(f"pruned after epoch {self.judge.pruned_at + 1} at {trial_value(results, 'val_psnr'):.2f} dB")
+        elif unfinished:
+            owner.fail(unfinished[0].message)
+        elif not all(math.isfinite(result.final_val_psnr) for result in results):
+            owner.fail("no final validation PSNR")
+        else:
+            if len(runs) > 1:
+                _record_seeds(owner, self.ctx, runs, results)
+            owner.complete(trial_value(results, "final_val_psnr"))
 
 
 def _seed_run(owner: TrialOwner, ctx: SweepContext, config: TrainConfig, folder: Path, seeds: int) -> SeedRun:

@@ -66,7 +66,8 @@ class StudySpec:
     enqueue: tuple[dict, ...]  # the first is the reference trial (the lab's defaults)
     retries: int  # how often a failed trial (dead worker) is retried
     seeds: int = 1  # trainings per trial, one per seed; the trial's value is their mean
-    pack: int = 1  # a trial's seeds train in packs of up to this many (models.packing); not in the fingerprint
+    pack: int = 1  # models per batched pass (models.packing): a trial's seeds, and pack // seeds trials at once;
+                   # not in the fingerprint
 
 
 def train_values(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:

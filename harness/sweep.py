@@ -7,13 +7,11 @@ continues the same study; raise `--n-trials` to extend a finished one.
 """
 from __future__ import annotations
 
-import functools
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from models.config import TrainConfig
@@ -22,23 +20,18 @@ from models.data import load_dance_data
 
 from .datasets import frames_cache_dir, resolve_data_root
 from .fingerprint import record_fingerprint, spec_matches_study
-from .objective import SweepContext, train_trial
+from .errors import SweepError
+from .objective import SweepContext
 from .progress import format_duration
-from .stop_signals import StopRequested, StopSignals
+from .stop_signals import StopSignals
 from .stores import Stores, safe_url, store_lock
 from .studies import StudySpec, make_pruner, make_sampler, train_values
 from .study import best_trial, counted_trials, heartbeat_settings, open_storage, state_counts
 from .tracking import StudyTracker
-from .trial_owner import TrialOwner, close_lost_run
+from .sweep_loop import SweepLoop
+from .trial_owner import close_lost_run
 
-# A worker gives up after this many failed trials in a row: something is wrong beyond one config.
-MAX_CONSECUTIVE_FAILURES = 3
-# ... and after this many sampled repeats in a row: the sampler finds no new point in the space.
-MAX_CONSECUTIVE_REPEATS = 20
-
-
-class SweepError(HarnessError):
-    """The sweep cannot go on (one line, shown to the user)."""
+__all__ = ["SweepError", "run_sweep"]
 
 
 class StudyMismatch(HarnessError):
@@ -105,7 +98,7 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     checkpoint goes to its MLflow run after every `checkpoint_every` epochs (0: at its end only)."""
     target = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
-    heartbeat_interval, _ = heartbeat_settings()      # bad settings fail before any store is touched
+    heartbeat_settings()      # bad settings fail before any store is touched
     tracker = StudyTracker(stores, spec.name)
     on_stale = StaleTrialHandler(spec.retries, tracker)
     storage = open_storage(stores, on_stale)
@@ -121,59 +114,10 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
          f"tracking {safe_url(stores.tracking_uri)}")
 
-    started = time.monotonic()
-    ran, failures_in_row, repeats_in_row, durations = 0, 0, 0, []
-    waiting_for: set[int] = set()
-    while True:
-        if stop is not None:
-            stop.check()
-        if timeout is not None and time.monotonic() - started >= timeout:
-            echo(f"timeout of {timeout:.0f}s reached")
-            break
-        fail_stale_trials(study)     # a dead worker's trial goes back in the queue before we count
-        trials = study.get_trials(deepcopy=False)
-        counted = counted_trials(trials)
-        if len(counted) >= target:
-            # Stay while other workers run the last trials: if one of them dies, its trial is re-queued
-            # after the grace period, and someone must be here to run it.
-            running = {t.number for t in counted if t.state == TrialState.RUNNING}
-            if not running:
-                break
-            if running != waiting_for:
-                echo(f"waiting for trial(s) {', '.join(map(str, sorted(running)))} on other workers "
-                     "(this worker retries any whose worker dies)")
-                waiting_for = running
-            time.sleep(heartbeat_interval)
-            continue
-        waiting_for = set()
-        trial_start = time.monotonic()
-        owner = TrialOwner.ask(study, storage, tracker, functools.partial(stores.trial_dir, spec.name))
-        try:
-            with owner:
-                train_trial(owner, ctx)
-        except (KeyboardInterrupt, StopRequested):
-            on_stale(study, owner.stored())    # a stopped trial is queued again, as a dead worker's is
-            raise
-        last = owner.finished
-        if "repeat_of" in last.user_attrs:
-            echo(f"trial {last.number}: the sampler repeated trial {last.user_attrs['repeat_of']}'s point; not trained")
-            repeats_in_row += 1
-            if repeats_in_row >= MAX_CONSECUTIVE_REPEATS:
-                echo(f"the sampler proposed {repeats_in_row} points in a row that the study already has: "
-                     "its search space looks exhausted; stopping this worker")
-                break
-            continue
-        repeats_in_row = 0
-        durations.append(time.monotonic() - trial_start)
-        ran += 1
-        failures_in_row = failures_in_row + 1 if last.state == TrialState.FAIL else 0
-        trials = study.get_trials(deepcopy=False)
-        best = best_trial(trials)
-        _report_trial(trials, best, last, target, durations, echo)
-        tracker.log_study_progress(last.number, best.value if best else None, state_counts(trials))
-        if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
-            raise SweepError(f"{failures_in_row} trials failed in a row (last: trial {last.number}: "
-                             f"{last.user_attrs.get('fail_reason') or '?'}); stopping this worker")
+    # `pack` members per batched pass; a worker holds as many trials as fill one with their seeds.
+    trials_at_once = max(1, spec.pack // spec.seeds)
+    loop = SweepLoop(study, storage, ctx, target, timeout, trials_at_once, spec.pack, on_stale, _report_trial)
+    ran = loop.run()
 
     trials = study.get_trials(deepcopy=False)
     best = best_trial(trials)
@@ -186,8 +130,9 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
 
 
 def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: FrozenTrial, target: int,
-                  durations: list[float], echo: Callable[[str], None]) -> None:
-    """One line per finished trial: its result, the study's best so far, and this worker's ETA."""
+                  durations: list[float], echo: Callable[[str], None], at_once: int = 1) -> None:
+    """One line per finished trial: its result, the study's best so far, and this worker's ETA
+    (`at_once`: trials it trains together)."""
     done = len(counted_trials(trials))
     if trial.state == TrialState.COMPLETE:
         spread = trial.user_attrs.get("value_ci95")
@@ -203,7 +148,7 @@ def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: Fr
         shares = (f" (validation {100 * trial.user_attrs['validation_share']:.0f}%, "
                   f"harness {100 * trial.user_attrs['overhead_share']:.0f}%)")
     remaining = max(0, target - done)
-    eta = format_duration(sum(durations) / len(durations) * remaining)
+    eta = format_duration(sum(durations) / len(durations) * remaining / at_once)
     echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])}{shares} | "
          f"{best_text} | study {done}/{target} | ETA {eta} for this worker alone")
 

@@ -66,8 +66,9 @@ def _study_name(study: str) -> str:
 @click.option("--seed", type=int, default=None,
               help="Seed of the sampler and of every trial's training [default: the spec's].")
 @click.option("--pack", type=int, default=None,
-              help="Train a trial's seeds as one batched model, up to this many at once [default: the spec's "
-                   "pack, else 1]. Slower on a CPU (BENCHMARKS.md, Packing); meant for GPUs.")
+              help="Train up to this many models as one batched model: a trial's seeds, and several trials "
+                   "at once (pack // seeds of them) [default: the spec's pack, else 1]. Slower on a CPU "
+                   "(BENCHMARKS.md, Packing); meant for GPUs.")
 @click.option("--checkpoint-every", type=int, default=1, show_default=True,
               help="Upload each trial's checkpoint to its MLflow run after every this many epochs (0: only when "
                    "it ends), so that a retry on a worker that shares no runs folder resumes from it.")

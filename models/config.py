@@ -82,6 +82,9 @@ class TrainConfig(BaseModel):
                                       "the reference's figure from its background.")
     previous_pose: bool = _option(False, "The decoder also sees the previous frame's pose, so the motion between "
                                          "two poses is given rather than read off the previous frame's pixels.")
+    appearance_attention: bool = _option(False, "The decoder also sees frame 0's appearance where the current pose "
+                                                "wants it: each pixel attends by its pose features to frame 0's pose "
+                                                "and takes frame 0's features there (the figure's colours follow it).")
     feedback: Feedback = _option("attached", "Without teacher forcing, the prediction fed back as the next previous frame "
                                         "keeps its gradient (attached) or not (detached).")
     recon_loss: ReconLoss = _option("mse", "Reconstruction term: mse (the lab's) or l1, a mean over pixels either way.")

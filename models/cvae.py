@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional
 
 from .blocks import DW, FFN, DEFAULT_SLOPE, Res, conv1x1, conv3x3
 from .config import TrainConfig
@@ -107,6 +108,48 @@ class Generator(nn.Module):
         return self.net(x)
 
 
+class AppearanceAttention(nn.Module):
+    """Frame 0's appearance brought to where each pose wants it: every pixel of a pose attends, by
+    its pose features, to the pixels of frame 0's pose, and takes a weighted mean of frame 0's
+    features there. The skeleton's limbs have fixed colours, so a pixel of the left forearm now can
+    find the left forearm in frame 0, wherever the figure has moved, and fetch its clothing's colour;
+    a background pixel finds frame 0's background. Output: F/4 x H x W per pose (a few channels of
+    appearance: the decoder's input, and so its cost, grows little).
+
+    Colours vary slowly, so the attention runs on a grid POOL times coarser each way (average-pooled
+    inputs, the output upsampled bilinearly): POOL**4 times fewer query-key pairs."""
+
+    KEY_DIM = 16
+    POOL = 2
+
+    def __init__(self, l_dim: int, f_dim: int):
+        super().__init__()
+        self.channels = max(4, f_dim // 4)
+        self.query = conv1x1(l_dim, self.KEY_DIM)
+        self.key = conv1x1(l_dim, self.KEY_DIM)
+        self.value = conv1x1(f_dim + 3, self.channels)
+
+    def coarse(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.avg_pool2d(x, self.POOL) if min(x.shape[-2:]) >= self.POOL else x
+
+    def forward(self, poses_feat: torch.Tensor, first_pose_feat: torch.Tensor, first_feat: torch.Tensor,
+                first_frame: torch.Tensor) -> torch.Tensor:
+        """poses_feat [B, S, L, H, W] (S poses of each sequence); frame 0's pose features [B, L, H, W],
+        features [B, F, H, W] and pixels [B, 3, H, W]. Returns [B, S, F/4, H, W]."""
+        b, s, _, h, w = poses_feat.shape
+        query = self.query(self.coarse(_fold(poses_feat)))                       # [B*S, K, h', w']
+        grid = query.shape[-2:]
+        # [B, 1, S*h'*w', K] queries against [B, 1, h'*w', K] keys: one attention call per batch.
+        query = query.unflatten(0, (b, s)).flatten(3).permute(0, 1, 3, 2).reshape(b, 1, -1, self.KEY_DIM)
+        key = self.key(self.coarse(first_pose_feat)).flatten(2).transpose(1, 2)[:, None]
+        value = self.value(self.coarse(torch.cat([first_feat, first_frame], dim=1))).flatten(2).transpose(1, 2)[:, None]
+        out = functional.scaled_dot_product_attention(query, key, value)        # [B, 1, S*h'*w', F/4]
+        out = out.reshape(b * s, *grid, self.channels).permute(0, 3, 1, 2)
+        if tuple(grid) != (h, w):
+            out = functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+        return out.unflatten(0, (b, s))
+
+
 def init_weights(model: nn.Module) -> None:
     """Start every residual block as its skip path.
 
@@ -162,23 +205,28 @@ class VideoCVAE(nn.Module):
       (predicted) frame may have lost; `first_pose=True` adds the first frame's pose, which tells
       the reference's figure from its background;
     - `previous_pose=True`: the decoder also sees the previous frame's pose, so the motion from
-      one pose to the next is given rather than inferred from the previous frame's pixels.
+      one pose to the next is given rather than inferred from the previous frame's pixels;
+    - `appearance_attention=True`: the decoder also sees frame 0's appearance fetched by attention
+      from the current pose to frame 0's pose (AppearanceAttention).
     Each adds its channels (F or L) to Decoder_Fusion's input.
     """
 
     def __init__(self, f_dim: int = 128, l_dim: int = 32, n_dim: int = 12, d_out_dim: int = 192,
                  output: str = "sigmoid", first_frame: bool = False, first_pose: bool = False,
-                 previous_pose: bool = False):
+                 previous_pose: bool = False, appearance_attention: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.n_dim = n_dim
         self.residual = output == "residual"
         self.first_frame, self.first_pose, self.previous_pose = first_frame, first_pose, previous_pose
+        self.appearance = AppearanceAttention(l_dim, f_dim) if appearance_attention else None
         self.frame_encoder = RGB_Encoder(f_dim)
         self.label_encoder = Label_Encoder(l_dim)
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
         context = f_dim * first_frame + l_dim * (first_pose + previous_pose)
+        if self.appearance is not None:
+            context += self.appearance.channels
         self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim + context, d_out_dim)
         self.generator = Generator(d_out_dim, residual=self.residual)
         init_weights(self)
@@ -187,17 +235,14 @@ class VideoCVAE(nn.Module):
     def from_config(cls, config: TrainConfig) -> "VideoCVAE":
         return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim, output=config.output,
                    first_frame=config.first_frame, first_pose=config.first_pose,
-                   previous_pose=config.previous_pose)
-
-    @property
-    def has_context(self) -> bool:
-        return self.first_frame or self.first_pose or self.previous_pose
+                   previous_pose=config.previous_pose, appearance_attention=config.appearance_attention)
 
     def context(self, first_feat: torch.Tensor, first_pose_feat: torch.Tensor,
-                previous_pose_feat: torch.Tensor) -> torch.Tensor | None:
+                previous_pose_feat: torch.Tensor, appearance: torch.Tensor | None = None) -> torch.Tensor | None:
         """What the options add to the decoder's input, concatenated over channels (None: nothing)."""
         parts = [x for x, on in ((first_feat, self.first_frame), (first_pose_feat, self.first_pose),
-                                 (previous_pose_feat, self.previous_pose)) if on]
+                                 (previous_pose_feat, self.previous_pose), (appearance, self.appearance is not None))
+                 if on]
         return torch.cat(parts, dim=-3) if parts else None
 
     def decode(self, prev: torch.Tensor, prev_feat: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
@@ -243,9 +288,15 @@ class VideoCVAE(nn.Module):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).unflatten(0, (b, t - 1))
         kl_per_step = kl.sum(dim=(0, 2, 3, 4)) / b
         z = z.unflatten(0, (b, t - 1))
-        first = frame_feat[:, 0] if reference is None or not self.first_frame else self.frame_encoder(reference)
+        uses_first = self.first_frame or self.appearance is not None
+        first = frame_feat[:, 0] if reference is None or not uses_first else self.frame_encoder(reference)
         steps = (b, t - 1, -1, *frames.shape[3:])
-        context = self.context(first[:, None].expand(steps), pose_feat[:, :1].expand(steps), pose_feat[:, :-1])
+        appearance = None
+        if self.appearance is not None:
+            first_pixels = frames[:, 0] if reference is None else reference
+            appearance = self.appearance(pose_feat[:, 1:], pose_feat[:, 0], first, first_pixels)
+        context = self.context(first[:, None].expand(steps), pose_feat[:, :1].expand(steps), pose_feat[:, :-1],
+                               appearance)
 
         if teacher_forcing:
             # Time-major order so each pass holds whole steps of the batch.
@@ -290,19 +341,22 @@ class VideoCVAE(nn.Module):
         out = torch.empty_like(poses)
         out[:, 0] = first_frame
         prev = first_frame
-        first_feat = self.frame_encoder(first_frame) if self.first_frame else None
+        first_feat = self.frame_encoder(first_frame) if self.first_frame or self.appearance is not None else None
         previous_pose_feat = first_pose_feat = self.label_encoder(poses[:, 0]) if self.first_pose or \
-            self.previous_pose else None
+            self.previous_pose or self.appearance is not None else None
         z_shape = (k * b, self.n_dim, *poses.shape[3:])
         for start in range(1, t, pose_chunk):
             stop = min(start + pose_chunk, t)
             # Poses are known in advance: encode a chunk of them batched over time.
             pose_feat = self.label_encoder(_fold(poses[:, start:stop])).unflatten(0, (b, stop - start))
+            appearance = None if self.appearance is None else \
+                self.appearance(pose_feat, first_pose_feat, first_feat, first_frame)
             for step in range(start, stop):
                 prev_feat = self.frame_encoder(prev).repeat(k, 1, 1, 1)
                 z = (torch.zeros(z_shape, device=poses.device, dtype=poses.dtype) if zero_z else
                      torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype))
-                context = self.context(first_feat, first_pose_feat, previous_pose_feat)
+                context = self.context(first_feat, first_pose_feat, previous_pose_feat,
+                                       None if appearance is None else appearance[:, step - start])
                 pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1),
                                    z, None if context is None else context.repeat(k, 1, 1, 1))
                 previous_pose_feat = pose_feat[:, step - start]

@@ -11,6 +11,20 @@ from .packing import PackedModels
 from .trainer import Diverged, Trainer, TrainResult
 
 
+# The config keys that make up a model's architecture and the shapes of a training pass.
+ARCHITECTURE_KEYS = ("f_dim", "l_dim", "n_dim", "d_out_dim", "output", "first_frame", "first_pose", "previous_pose",
+                     "appearance_attention")
+SHAPE_KEYS = ("height", "width", "batch_size", "train_vi_len")
+
+
+def pack_key(trainer: Trainer) -> tuple:
+    """Trainers with equal keys can share one packed pass: the same architecture (one template
+    runs them all), the same batch shapes and steps per epoch, on one device."""
+    config = trainer.config
+    return (tuple(getattr(config, key) for key in ARCHITECTURE_KEYS + SHAPE_KEYS), trainer.steps_per_epoch,
+            str(trainer.device), trainer.execution)
+
+
 class PackedTrainer:
     """Trains `trainers`, whose models share one architecture and whose epochs one number of steps."""
 

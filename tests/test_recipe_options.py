@@ -97,7 +97,9 @@ def test_first_frame_conditioning_lets_frame_0_change_later_steps():
 
 @pytest.mark.parametrize("options", [{"first_frame": True}, {"first_frame": True, "first_pose": True},
                                      {"previous_pose": True}, {"first_frame": True, "first_pose": True,
-                                                               "previous_pose": True}])
+                                                               "previous_pose": True},
+                                     {"appearance_attention": True}, {"first_frame": True,
+                                                                      "appearance_attention": True}])
 def test_context_options_match_step_by_step_decoding(options):
     """Rollouts and teacher-forced passes against a loop that builds each step's context by hand."""
     model = small(output="residual", **options)
@@ -113,7 +115,20 @@ def test_context_options_match_step_by_step_decoding(options):
             parts.append(pose_feat[0])
         if options.get("previous_pose"):
             parts.append(pose_feat[step - 1])
+        if options.get("appearance_attention"):
+            parts.append(appearance(step))
         return torch.cat(parts, dim=1)
+
+    def appearance(step: int) -> torch.Tensor:
+        """Attention written out: softmax over frame 0's pixels of query . key / sqrt(K), times value."""
+        attention, pool = model.appearance, torch.nn.functional.avg_pool2d
+        query = attention.query(pool(pose_feat[step], 2)).flatten(2)[0]          # [K, hw] on the coarse grid
+        key = attention.key(pool(pose_feat[0], 2)).flatten(2)[0]
+        first = torch.cat([model.frame_encoder(frames[:, 0]), frames[:, 0]], dim=1)
+        value = attention.value(pool(first, 2)).flatten(2)[0]
+        weights = torch.softmax(query.T @ key / attention.KEY_DIM ** 0.5, dim=1)    # [hw, hw]
+        coarse = (value @ weights.T).reshape(1, -1, H // 2, W // 2)
+        return torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
 
     out = model.rollout(frames[:, 0], poses, zero_z=True, pose_chunk=2)
     prev = frames[:, 0]
