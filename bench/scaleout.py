@@ -152,7 +152,7 @@ def checkpoint_upload(tracking: str, folder: Path, dims: tuple[int, int, int, in
     pred, kl = model.reconstruct(frames, poses, True, torch.Generator().manual_seed(0), 1)
     ((pred - frames[:, 1:]).pow(2).mean() + kl.mean()).backward()
     optimizer.step()
-    path = folder / "upload" / CHECKPOINT_ARTIFACT.rsplit("/", 1)[-1]
+    path = folder / f"upload-{dims[3]}" / CHECKPOINT_ARTIFACT.rsplit("/", 1)[-1]
     path.parent.mkdir()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
     client = MlflowClient(tracking_uri=tracking)
@@ -178,7 +178,10 @@ def _wait_for(path: Path, timeout: float = 600) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8, help="trials per throughput configuration")
+    parser.add_argument("--parts", default="throughput,requeue,upload",
+                        help="which figures: throughput (needs quiet cores), requeue, upload")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -187,19 +190,20 @@ def main() -> None:
             env = {**os.environ, "HARNESS_STORAGE": databases["optuna"], "MLFLOW_TRACKING_URI": tracking,
                    "HARNESS_RUNS_DIR": str(folder / "runs")}
             results = {count: throughput(databases["optuna"], env, folder, f"tp{count}", count, args.trials)
-                       for count in (1, 2)}
+                       for count in (1, 2)} if "throughput" in parts else {}
             delays = [(stop, shared, busy, requeue_delay(databases["optuna"], env, folder,
                                                          f"requeue{i}", stop, shared, busy))
-                      for i, (stop, shared, busy) in enumerate(SCENARIOS)]
-            uploads = {name: checkpoint_upload(tracking, folder, dims) for name, dims in UPLOAD_DIMS.items()}
-    one, two = results[1], results[2]
+                      for i, (stop, shared, busy) in enumerate(SCENARIOS)] if "requeue" in parts else []
+            uploads = {name: checkpoint_upload(tracking, folder, dims)
+                       for name, dims in UPLOAD_DIMS.items()} if "upload" in parts else {}
     for count, r in results.items():
         lines.append(f"- `--workers {count}` ({count} x {max(1, CORES // count)} threads), smoke budget without pruning, "
                      f"PostgreSQL + MLflow server: {r['trials']} trials in {r['span']:.1f} s "
                      f"(first start to last end) = **{r['per_hour']:.0f} trials/h**; "
                      f"worker start-up {r['startup']:.1f} s, wall {r['wall']:.1f} s")
-    lines.append(f"- scaling 1 -> 2 workers: x{two['per_hour'] / one['per_hour']:.2f} trials/h "
-                 f"on {CORES} cores")
+    if results:
+        lines.append(f"- scaling 1 -> 2 workers: x{results[2]['per_hour'] / results[1]['per_hour']:.2f} trials/h "
+                     f"on {CORES} cores")
     for stop, shared, busy, delay in delays:
         situation = (f"while the other worker runs its own trial ({delay['trial_seconds']:.0f} s long)" if busy
                      else "while the other worker waits for the study's last trial")
@@ -214,7 +218,9 @@ def main() -> None:
                      f"({upload['parameters'] / 1e6:.2f} M parameters, model + Adam state {upload['megabytes']:.1f} MB): "
                      f"**{upload['seconds']:.2f} s** per upload (median of 5); 1% of an epoch for epochs of "
                      f"{upload['seconds'] * 100:.0f} s or more")
-    record("Scale-out: trials per hour with 1 and 2 workers; a stopped worker's trial running again; checkpoint upload cost", lines)
+    titles = {"throughput": "trials per hour with 1 and 2 workers", "requeue": "a stopped worker's trial running again",
+              "upload": "checkpoint upload cost"}
+    record("Scale-out: " + "; ".join(title for part, title in titles.items() if part in parts), lines)
 
 
 if __name__ == "__main__":
