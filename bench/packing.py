@@ -2,7 +2,11 @@
 N members as one batched model (models.packing, vmap over stacked weights) buys over N separate steps,
 measured side by side in one run.
 
-    python bench/packing.py [--device auto] [--packs 1,2,4,8] [--repeats 2]
+    python bench/packing.py [--device auto] [--packs 1,2,4,8] [--repeats 2] [--sweep-trials 8]
+
+It also runs the smoke study end to end with `pack` 1, 2, 4, 8 (`harness sweep --pack N`, one worker,
+every trial to its end: no pruner) and reports trials per hour, so what a researcher's sweep gains is
+on record beside the step-level figures.
 
 Each setting is a study's reference trial (studies/*.yaml): its dims, options, batch size and
 training-sequence length. A step
@@ -13,7 +17,13 @@ The largest differences between the two (losses and gradients, relative) are pri
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -21,7 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import record
 from model_speed import attainable_flops, best_time
 
+from harness.datasets import resolve_data_root
+from harness.stores import resolve_stores
 from harness.studies import load_study_spec
+from harness.sweep import run_sweep
 from harness.study_spec import train_values
 from models.config import TrainConfig
 from models.cvae import VideoCVAE
@@ -149,11 +162,36 @@ def pack_lines(setting: Setting, device: torch.device, packs: list[int], repeats
     return lines
 
 
+def sweep_lines(study: str, packs: list[int], trials: int, device: torch.device) -> list[str]:
+    """Trials per hour of `study` swept with each pack size, every trial trained to its end."""
+    lines = [f"- `{study}` study swept end to end with `--pack N` (one worker, {trials} trials, no pruner, "
+             f"SQLite + local MLflow store; first trial start to last trial end):"]
+    rates = {}
+    for n in packs:
+        spec = dataclasses.replace(load_study_spec(study), pack=n, n_trials=trials, pruner={"type": "none"})
+        with tempfile.TemporaryDirectory() as tmp:
+            stores = resolve_stores(Path(tmp))
+            resolve_data_root(spec.data, HEIGHT, WIDTH)      # data generation outside the timing
+            start = time.perf_counter()
+            run_sweep(spec, stores, device=device.type, echo=lambda _: None)
+            wall = time.perf_counter() - start
+            done = [t for t in optuna.load_study(study_name=spec.name, storage=stores.storage_url).get_trials()
+                    if t.state == optuna.trial.TrialState.COMPLETE]
+        span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
+        rates[n] = len(done) * 3600 / span
+        lines.append(f"  - pack {n}: {len(done)} trials in {span:.1f} s = **{rates[n]:.0f} trials/h** "
+                     f"(x{rates[n] / rates[packs[0]]:.2f} of pack {packs[0]}); wall {wall:.1f} s")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
     parser.add_argument("--packs", default="1,2,4,8", help="numbers of members to pack")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats after a warm-up call (best kept)")
+    parser.add_argument("--sweep-trials", type=int, default=8, help="trials per pack size of the end-to-end smoke "
+                                                                    "sweep (0: skip it)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     packs = [int(v) for v in args.packs.split(",")]
@@ -166,6 +204,8 @@ def main() -> None:
     lines += [roof_line(setting, device, peak, args.repeats) for setting in settings]
     for setting in settings[:2]:
         lines += pack_lines(setting, device, packs, args.repeats)
+    if args.sweep_trials:
+        lines += sweep_lines("smoke", packs, args.sweep_trials, device)
     record("Packing: share of the fp32 roof by study dims, packed members against separate ones", lines)
 
 

@@ -85,6 +85,9 @@ class TrainConfig(BaseModel):
     appearance_attention: bool = _option(False, "The decoder also sees frame 0's appearance where the current pose "
                                                 "wants it: each pixel attends by its pose features to frame 0's pose "
                                                 "and takes frame 0's features there (the figure's colours follow it).")
+    background_plate: bool = _option(False, "The decoder also sees frame 0 with its figure erased (the pixels near "
+                                            "frame 0's pose filled from the rest of their row) and the previous "
+                                            "frame's difference from it: the background a moving figure uncovers.")
     feedback: Feedback = _option("attached", "Without teacher forcing, the prediction fed back as the next previous frame "
                                         "keeps its gradient (attached) or not (detached).")
     recon_loss: ReconLoss = _option("mse", "Reconstruction term: mse (the lab's) or l1, a mean over pixels either way.")

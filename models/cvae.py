@@ -150,6 +150,28 @@ class AppearanceAttention(nn.Module):
         return out.unflatten(0, (b, s))
 
 
+def background_plate(frame: torch.Tensor, pose: torch.Tensor, reach: int = 2) -> torch.Tensor:
+    """`frame` [B, 3, H, W] with its figure erased: the static background a moving figure uncovers.
+
+    The figure is where the pose image [B, 3, H, W] (a skeleton on black) is drawn, widened by `reach`
+    pixels each way; each of its pixels gets the mean of the unmasked pixels of its row within W/3 of
+    it, or of the whole row where none is that near (a normalised convolution along the row: walls and
+    floors are rows of one colour, and a gradient across the row is kept where both sides are seen).
+    Pixels of a row without any unmasked pixel keep their value."""
+    figure = functional.max_pool2d((pose.amax(dim=1, keepdim=True) > 0.05).to(frame.dtype), 2 * reach + 1, 1, reach)
+    seen = 1 - figure
+    b, c, h, w = frame.shape
+    filled, known = frame, seen
+    for half in (w // 6, w):
+        window = torch.ones(1, 1, 1, 2 * half + 1, dtype=frame.dtype, device=frame.device)
+        weight = functional.conv2d(seen, window, padding=(0, half))
+        total = functional.conv2d((frame * seen).reshape(b * c, 1, h, w), window, padding=(0, half)).reshape(b, c, h, w)
+        mean = total / weight.clamp_min(1e-6)
+        filled = torch.where(known > 0, filled, mean)
+        known = torch.maximum(known, (weight > 0).to(frame.dtype))
+    return filled
+
+
 def init_weights(model: nn.Module) -> None:
     """Start every residual block as its skip path.
 
@@ -207,13 +229,18 @@ class VideoCVAE(nn.Module):
     - `previous_pose=True`: the decoder also sees the previous frame's pose, so the motion from
       one pose to the next is given rather than inferred from the previous frame's pixels;
     - `appearance_attention=True`: the decoder also sees frame 0's appearance fetched by attention
-      from the current pose to frame 0's pose (AppearanceAttention).
-    Each adds its channels (F or L) to Decoder_Fusion's input.
+      from the current pose to frame 0's pose (AppearanceAttention);
+    - `background_plate=True`: the decoder also sees frame 0 with its figure erased (background_plate)
+      and the previous frame's difference from it, so painting the background where the figure
+      leaves needs no memory of the training set's colours.
+    Each adds its channels (F, L, or 6 for the plate) to Decoder_Fusion's input.
     """
+
+    PLATE_CHANNELS = 6  # the plate and the previous frame minus the plate
 
     def __init__(self, f_dim: int = 128, l_dim: int = 32, n_dim: int = 12, d_out_dim: int = 192,
                  output: str = "sigmoid", first_frame: bool = False, first_pose: bool = False,
-                 previous_pose: bool = False, appearance_attention: bool = False):
+                 previous_pose: bool = False, appearance_attention: bool = False, background_plate: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -221,12 +248,14 @@ class VideoCVAE(nn.Module):
         self.residual = output == "residual"
         self.first_frame, self.first_pose, self.previous_pose = first_frame, first_pose, previous_pose
         self.appearance = AppearanceAttention(l_dim, f_dim) if appearance_attention else None
+        self.background_plate = background_plate
         self.frame_encoder = RGB_Encoder(f_dim)
         self.label_encoder = Label_Encoder(l_dim)
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
         context = f_dim * first_frame + l_dim * (first_pose + previous_pose)
         if self.appearance is not None:
             context += self.appearance.channels
+        context += self.PLATE_CHANNELS * background_plate
         self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim + context, d_out_dim)
         self.generator = Generator(d_out_dim, residual=self.residual)
         init_weights(self)
@@ -235,13 +264,17 @@ class VideoCVAE(nn.Module):
     def from_config(cls, config: TrainConfig) -> "VideoCVAE":
         return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim, output=config.output,
                    first_frame=config.first_frame, first_pose=config.first_pose,
-                   previous_pose=config.previous_pose, appearance_attention=config.appearance_attention)
+                   previous_pose=config.previous_pose, appearance_attention=config.appearance_attention,
+                   background_plate=config.background_plate)
 
     def context(self, first_feat: torch.Tensor, first_pose_feat: torch.Tensor,
-                previous_pose_feat: torch.Tensor, appearance: torch.Tensor | None = None) -> torch.Tensor | None:
-        """What the options add to the decoder's input, concatenated over channels (None: nothing)."""
+                previous_pose_feat: torch.Tensor, appearance: torch.Tensor | None = None,
+                plate: torch.Tensor | None = None) -> torch.Tensor | None:
+        """What the options add to the decoder's input, concatenated over channels (None: nothing).
+        The plate, when on, comes last: decode() adds the previous frame's difference from it."""
         parts = [x for x, on in ((first_feat, self.first_frame), (first_pose_feat, self.first_pose),
-                                 (previous_pose_feat, self.previous_pose), (appearance, self.appearance is not None))
+                                 (previous_pose_feat, self.previous_pose), (appearance, self.appearance is not None),
+                                 (plate, self.background_plate))
                  if on]
         return torch.cat(parts, dim=-3) if parts else None
 
@@ -249,6 +282,8 @@ class VideoCVAE(nn.Module):
                context: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted frame from the previous frame `prev` (pixels), its features, the pose's, z
         and the options' `context`."""
+        if self.background_plate:
+            context = torch.cat([context, prev - context[:, -3:]], dim=1)
         if context is not None:
             prev_feat = torch.cat([prev_feat, context], dim=1)
         out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
@@ -295,8 +330,12 @@ class VideoCVAE(nn.Module):
         if self.appearance is not None:
             first_pixels = frames[:, 0] if reference is None else reference
             appearance = self.appearance(pose_feat[:, 1:], pose_feat[:, 0], first, first_pixels)
+        plate = None
+        if self.background_plate:
+            plate = background_plate(frames[:, 0] if reference is None else reference, poses[:, 0])
+            plate = plate[:, None].expand(b, t - 1, *plate.shape[1:])
         context = self.context(first[:, None].expand(steps), pose_feat[:, :1].expand(steps), pose_feat[:, :-1],
-                               appearance)
+                               appearance, plate)
 
         if teacher_forcing:
             # Time-major order so each pass holds whole steps of the batch.
@@ -344,6 +383,7 @@ class VideoCVAE(nn.Module):
         first_feat = self.frame_encoder(first_frame) if self.first_frame or self.appearance is not None else None
         previous_pose_feat = first_pose_feat = self.label_encoder(poses[:, 0]) if self.first_pose or \
             self.previous_pose or self.appearance is not None else None
+        plate = background_plate(first_frame, poses[:, 0]) if self.background_plate else None
         z_shape = (k * b, self.n_dim, *poses.shape[3:])
         for start in range(1, t, pose_chunk):
             stop = min(start + pose_chunk, t)
@@ -356,7 +396,7 @@ class VideoCVAE(nn.Module):
                 z = (torch.zeros(z_shape, device=poses.device, dtype=poses.dtype) if zero_z else
                      torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype))
                 context = self.context(first_feat, first_pose_feat, previous_pose_feat,
-                                       None if appearance is None else appearance[:, step - start])
+                                       None if appearance is None else appearance[:, step - start], plate)
                 pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1),
                                    z, None if context is None else context.repeat(k, 1, 1, 1))
                 previous_pose_feat = pose_feat[:, step - start]

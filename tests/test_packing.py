@@ -35,9 +35,10 @@ def loss_of(pred: torch.Tensor, frames: torch.Tensor, kl: torch.Tensor) -> torch
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_a_packed_pass_equals_each_members_own(teacher_forcing):
-    alone = [member(seed, **OPTIONS) for seed in range(3)]
-    packed = PackedModels([member(seed, **OPTIONS) for seed in range(3)])
+@pytest.mark.parametrize("extra", [{}, {"background_plate": True, "appearance_attention": True}])
+def test_a_packed_pass_equals_each_members_own(teacher_forcing, extra):
+    alone = [member(seed, **OPTIONS, **extra) for seed in range(3)]
+    packed = PackedModels([member(seed, **OPTIONS, **extra) for seed in range(3)])
     frames, poses, eps = inputs(3)
     reference = frames[:, :, 0] * 0.5
 

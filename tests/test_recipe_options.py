@@ -6,7 +6,7 @@ import torch
 
 from models.config import ConfigError, TrainConfig
 from models.augment import recolour
-from models.cvae import VideoCVAE
+from models.cvae import VideoCVAE, background_plate
 from models.trainer import Trainer, loss_terms
 
 H, W = 8, 16
@@ -99,7 +99,8 @@ def test_first_frame_conditioning_lets_frame_0_change_later_steps():
                                      {"previous_pose": True}, {"first_frame": True, "first_pose": True,
                                                                "previous_pose": True},
                                      {"appearance_attention": True}, {"first_frame": True,
-                                                                      "appearance_attention": True}])
+                                                                      "appearance_attention": True},
+                                     {"background_plate": True}, {"first_frame": True, "background_plate": True}])
 def test_context_options_match_step_by_step_decoding(options):
     """Rollouts and teacher-forced passes against a loop that builds each step's context by hand."""
     model = small(output="residual", **options)
@@ -117,6 +118,8 @@ def test_context_options_match_step_by_step_decoding(options):
             parts.append(pose_feat[step - 1])
         if options.get("appearance_attention"):
             parts.append(appearance(step))
+        if options.get("background_plate"):
+            parts.append(background_plate(frames[:, 0], poses[:, 0]))  # decode() adds prev - plate
         return torch.cat(parts, dim=1)
 
     def appearance(step: int) -> torch.Tensor:
@@ -144,6 +147,33 @@ def test_context_options_match_step_by_step_decoding(options):
         expected = model.decode(frames[:, step - 1], model.frame_encoder(frames[:, step - 1]), pose_feat[step], z,
                                 context(step))
         torch.testing.assert_close(forced[:, step - 1], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_background_plate_erases_the_figure_from_its_row():
+    """A wall of one colour per row with a linear brightness gradient, a figure drawn over part of it:
+    the plate is the wall again, by hand: masked pixels get the mean of the unmasked ones within W/6."""
+    h, w = 10, 24
+    wall = torch.linspace(0.2, 0.8, h)[:, None] * torch.linspace(0.9, 1.1, w)[None, :]
+    frame = wall.expand(1, 3, h, w).clone()
+    pose = torch.zeros(1, 3, h, w)
+    pose[0, 1, 4:6, 11] = 1.0                     # a skeleton's limb: rows 4-5, column 11
+    frame[0, :, 4:6, 8:15] = torch.tensor([0.9, 0.1, 0.5])[:, None, None]   # the figure, within reach 3
+    plate = background_plate(frame, pose, reach=3)
+    # Rows 1..8 and columns 8..14 masked (+- 3); column 11's window of +-4 columns sees 7 and 15 only.
+    torch.testing.assert_close(plate[0, :, 4, 11], wall[4, [7, 15]].mean().expand(3))
+    # Column 8's window (4..12) sees columns 4-7: the mean of those.
+    torch.testing.assert_close(plate[0, :, 5, 8], wall[5, 4:8].mean().expand(3))
+    # Unmasked pixels and rows are the frame itself.
+    torch.testing.assert_close(plate[0, :, 0], frame[0, :, 0])
+    torch.testing.assert_close(plate[0, :, 4, :8], frame[0, :, 4, :8])
+    # A figure wider than the window is filled from the whole row.
+    pose[0, 1, 9, 2:22] = 1.0
+    frame[0, :, 9, 1:23] = 0.0                    # masked: columns 1..22
+    torch.testing.assert_close(background_plate(frame, pose, reach=1)[0, :, 9, 10], wall[9, [0, 23]].mean().expand(3))
+
+
+def test_background_plate_adds_the_plate_and_the_difference_from_it():
+    assert small(background_plate=True).decoder_fusion.net[0].body[0].in_channels == 16 + 8 + 4 + 6
 
 
 def test_first_pose_needs_the_first_frame():
