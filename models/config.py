@@ -85,6 +85,9 @@ class TrainConfig(BaseModel):
     appearance_attention: bool = _option(False, "The decoder also sees frame 0's appearance where the current pose "
                                                 "wants it: each pixel attends by its pose features to frame 0's pose "
                                                 "and takes frame 0's features there (the figure's colours follow it).")
+    appearance_colours: bool = _option(False, "With appearance_attention: the same attention also fetches frame 0's "
+                                              "pixels, and the decoder sees that picture of the figure in frame 0's "
+                                              "colours and the previous frame's difference from it.")
     background_plate: bool = _option(False, "The decoder also sees frame 0 with its figure erased (the pixels near "
                                             "frame 0's pose filled from the rest of their row) and the previous "
                                             "frame's difference from it: the background a moving figure uncovers.")
@@ -133,6 +136,8 @@ class TrainConfig(BaseModel):
             raise ValueError(f"val_epoch_len must be in [2, val_vi_len={self.val_vi_len}], got {self.val_epoch_len}")
         if self.first_pose and not self.first_frame:
             raise ValueError("first_pose needs first_frame: it locates the figure in the first frame")
+        if self.appearance_colours and not self.appearance_attention:
+            raise ValueError("appearance_colours needs appearance_attention: its weights fetch the colours")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -117,14 +117,20 @@ class AppearanceAttention(nn.Module):
     appearance: the decoder's input, and so its cost, grows little).
 
     Colours vary slowly, so the attention runs on a grid POOL times coarser each way (average-pooled
-    inputs, the output upsampled bilinearly): POOL**4 times fewer query-key pairs."""
+    inputs, the output upsampled bilinearly): POOL**4 times fewer query-key pairs.
+
+    With `colours`, three more output channels: frame 0's pixels themselves fetched by the same
+    weights, a picture of the figure in the current pose in frame 0's colours, which no projection
+    trained on other colours has to carry."""
 
     KEY_DIM = 16
     POOL = 2
 
-    def __init__(self, l_dim: int, f_dim: int):
+    def __init__(self, l_dim: int, f_dim: int, colours: bool = False):
         super().__init__()
         self.channels = max(4, f_dim // 4)
+        self.colours = colours
+        self.out_channels = self.channels + 3 * colours
         self.query = conv1x1(l_dim, self.KEY_DIM)
         self.key = conv1x1(l_dim, self.KEY_DIM)
         self.value = conv1x1(f_dim + 3, self.channels)
@@ -135,16 +141,19 @@ class AppearanceAttention(nn.Module):
     def forward(self, poses_feat: torch.Tensor, first_pose_feat: torch.Tensor, first_feat: torch.Tensor,
                 first_frame: torch.Tensor) -> torch.Tensor:
         """poses_feat [B, S, L, H, W] (S poses of each sequence); frame 0's pose features [B, L, H, W],
-        features [B, F, H, W] and pixels [B, 3, H, W]. Returns [B, S, F/4, H, W]."""
+        features [B, F, H, W] and pixels [B, 3, H, W]. Returns [B, S, F/4 (+ 3 colours), H, W]."""
         b, s, _, h, w = poses_feat.shape
         query = self.query(self.coarse(_fold(poses_feat)))                       # [B*S, K, h', w']
         grid = query.shape[-2:]
         # [B, 1, S*h'*w', K] queries against [B, 1, h'*w', K] keys: one attention call per batch.
         query = query.unflatten(0, (b, s)).flatten(3).permute(0, 1, 3, 2).reshape(b, 1, -1, self.KEY_DIM)
         key = self.key(self.coarse(first_pose_feat)).flatten(2).transpose(1, 2)[:, None]
-        value = self.value(self.coarse(torch.cat([first_feat, first_frame], dim=1))).flatten(2).transpose(1, 2)[:, None]
-        out = functional.scaled_dot_product_attention(query, key, value)        # [B, 1, S*h'*w', F/4]
-        out = out.reshape(b * s, *grid, self.channels).permute(0, 3, 1, 2)
+        value = self.value(self.coarse(torch.cat([first_feat, first_frame], dim=1)))
+        if self.colours:
+            value = torch.cat([value, self.coarse(first_frame)], dim=1)
+        value = value.flatten(2).transpose(1, 2)[:, None]
+        out = functional.scaled_dot_product_attention(query, key, value)        # [B, 1, S*h'*w', C]
+        out = out.reshape(b * s, *grid, self.out_channels).permute(0, 3, 1, 2)
         if tuple(grid) != (h, w):
             out = functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
         return out.unflatten(0, (b, s))
@@ -230,32 +239,39 @@ class VideoCVAE(nn.Module):
       one pose to the next is given rather than inferred from the previous frame's pixels;
     - `appearance_attention=True`: the decoder also sees frame 0's appearance fetched by attention
       from the current pose to frame 0's pose (AppearanceAttention);
-    - `background_plate=True`: the decoder also sees frame 0 with its figure erased (background_plate)
-      and the previous frame's difference from it, so painting the background where the figure
-      leaves needs no memory of the training set's colours.
-    Each adds its channels (F, L, or 6 for the plate) to Decoder_Fusion's input.
+    - `appearance_colours=True` (with appearance_attention): the attention also fetches frame 0's
+      pixels, a picture of the figure in the current pose in frame 0's colours;
+    - `background_plate=True`: the decoder also sees frame 0 with its figure erased (background_plate),
+      so painting the background where the figure leaves needs no memory of the training set's colours.
+    Each adds its channels (F, L, F/4) to Decoder_Fusion's input; each picture (the fetched colours,
+    the plate) adds 6: itself and the previous frame's difference from it, which a residual output
+    can copy whatever the colours.
     """
 
-    PLATE_CHANNELS = 6  # the plate and the previous frame minus the plate
+    PICTURE_CHANNELS = 6  # a picture and the previous frame minus it
 
     def __init__(self, f_dim: int = 128, l_dim: int = 32, n_dim: int = 12, d_out_dim: int = 192,
                  output: str = "sigmoid", first_frame: bool = False, first_pose: bool = False,
-                 previous_pose: bool = False, appearance_attention: bool = False, background_plate: bool = False):
+                 previous_pose: bool = False, appearance_attention: bool = False, appearance_colours: bool = False,
+                 background_plate: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        if appearance_colours and not appearance_attention:
+            raise ValueError("appearance_colours needs appearance_attention: its weights fetch the colours")
         self.n_dim = n_dim
         self.residual = output == "residual"
         self.first_frame, self.first_pose, self.previous_pose = first_frame, first_pose, previous_pose
-        self.appearance = AppearanceAttention(l_dim, f_dim) if appearance_attention else None
+        self.appearance = AppearanceAttention(l_dim, f_dim, appearance_colours) if appearance_attention else None
         self.background_plate = background_plate
+        self.pictures = appearance_colours + background_plate   # the last 3 * pictures context channels
         self.frame_encoder = RGB_Encoder(f_dim)
         self.label_encoder = Label_Encoder(l_dim)
         self.gaussian_predictor = Gaussian_Predictor(f_dim + l_dim, n_dim)
         context = f_dim * first_frame + l_dim * (first_pose + previous_pose)
         if self.appearance is not None:
             context += self.appearance.channels
-        context += self.PLATE_CHANNELS * background_plate
+        context += self.PICTURE_CHANNELS * self.pictures
         self.decoder_fusion = Decoder_Fusion(f_dim + l_dim + n_dim + context, d_out_dim)
         self.generator = Generator(d_out_dim, residual=self.residual)
         init_weights(self)
@@ -265,13 +281,14 @@ class VideoCVAE(nn.Module):
         return cls(config.f_dim, config.l_dim, config.n_dim, config.d_out_dim, output=config.output,
                    first_frame=config.first_frame, first_pose=config.first_pose,
                    previous_pose=config.previous_pose, appearance_attention=config.appearance_attention,
-                   background_plate=config.background_plate)
+                   appearance_colours=config.appearance_colours, background_plate=config.background_plate)
 
     def context(self, first_feat: torch.Tensor, first_pose_feat: torch.Tensor,
                 previous_pose_feat: torch.Tensor, appearance: torch.Tensor | None = None,
                 plate: torch.Tensor | None = None) -> torch.Tensor | None:
         """What the options add to the decoder's input, concatenated over channels (None: nothing).
-        The plate, when on, comes last: decode() adds the previous frame's difference from it."""
+        The pictures come last (the appearance's colours, then the plate): decode() adds the previous
+        frame's difference from each."""
         parts = [x for x, on in ((first_feat, self.first_frame), (first_pose_feat, self.first_pose),
                                  (previous_pose_feat, self.previous_pose), (appearance, self.appearance is not None),
                                  (plate, self.background_plate))
@@ -282,8 +299,9 @@ class VideoCVAE(nn.Module):
                context: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted frame from the previous frame `prev` (pixels), its features, the pose's, z
         and the options' `context`."""
-        if self.background_plate:
-            context = torch.cat([context, prev - context[:, -3:]], dim=1)
+        if self.pictures:
+            pictures = context[:, -3 * self.pictures:]
+            context = torch.cat([context, prev.repeat(1, self.pictures, 1, 1) - pictures], dim=1)
         if context is not None:
             prev_feat = torch.cat([prev_feat, context], dim=1)
         out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))

@@ -13,7 +13,7 @@ from .trainer import Diverged, Trainer, TrainResult
 
 # The config keys that make up a model's architecture and the shapes of a training pass.
 ARCHITECTURE_KEYS = ("f_dim", "l_dim", "n_dim", "d_out_dim", "output", "first_frame", "first_pose", "previous_pose",
-                     "appearance_attention", "background_plate")
+                     "appearance_attention", "appearance_colours", "background_plate")
 SHAPE_KEYS = ("height", "width", "batch_size", "train_vi_len")
 
 

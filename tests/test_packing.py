@@ -35,7 +35,8 @@ def loss_of(pred: torch.Tensor, frames: torch.Tensor, kl: torch.Tensor) -> torch
 
 
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-@pytest.mark.parametrize("extra", [{}, {"background_plate": True, "appearance_attention": True}])
+@pytest.mark.parametrize("extra", [{}, {"background_plate": True, "appearance_attention": True,
+                                             "appearance_colours": True}])
 def test_a_packed_pass_equals_each_members_own(teacher_forcing, extra):
     alone = [member(seed, **OPTIONS, **extra) for seed in range(3)]
     packed = PackedModels([member(seed, **OPTIONS, **extra) for seed in range(3)])

@@ -100,7 +100,10 @@ def test_first_frame_conditioning_lets_frame_0_change_later_steps():
                                                                "previous_pose": True},
                                      {"appearance_attention": True}, {"first_frame": True,
                                                                       "appearance_attention": True},
-                                     {"background_plate": True}, {"first_frame": True, "background_plate": True}])
+                                     {"background_plate": True}, {"first_frame": True, "background_plate": True},
+                                     {"appearance_attention": True, "appearance_colours": True},
+                                     {"appearance_attention": True, "appearance_colours": True,
+                                      "background_plate": True}])
 def test_context_options_match_step_by_step_decoding(options):
     """Rollouts and teacher-forced passes against a loop that builds each step's context by hand."""
     model = small(output="residual", **options)
@@ -128,7 +131,10 @@ def test_context_options_match_step_by_step_decoding(options):
         query = attention.query(pool(pose_feat[step], 2)).flatten(2)[0]          # [K, hw] on the coarse grid
         key = attention.key(pool(pose_feat[0], 2)).flatten(2)[0]
         first = torch.cat([model.frame_encoder(frames[:, 0]), frames[:, 0]], dim=1)
-        value = attention.value(pool(first, 2)).flatten(2)[0]
+        value = attention.value(pool(first, 2))
+        if options.get("appearance_colours"):
+            value = torch.cat([value, pool(frames[:, 0], 2)], dim=1)    # decode() adds prev - colours
+        value = value.flatten(2)[0]
         weights = torch.softmax(query.T @ key / attention.KEY_DIM ** 0.5, dim=1)    # [hw, hw]
         coarse = (value @ weights.T).reshape(1, -1, H // 2, W // 2)
         return torch.nn.functional.interpolate(coarse, size=(H, W), mode="bilinear", align_corners=False)
@@ -174,6 +180,34 @@ def test_background_plate_erases_the_figure_from_its_row():
 
 def test_background_plate_adds_the_plate_and_the_difference_from_it():
     assert small(background_plate=True).decoder_fusion.net[0].body[0].in_channels == 16 + 8 + 4 + 6
+
+
+def test_appearance_colours_fetch_frame_0s_pixels():
+    """Attention weights sum to 1: from a frame 0 of one colour every pose fetches exactly that colour,
+    and from frame 0's own pose each coarse cell fetches a weighted mean of frame 0's cells."""
+    model = small(appearance_attention=True, appearance_colours=True)
+    _, poses = sequences(b=1, t=3)
+    pose_feat = model.label_encoder(poses[0])                                  # [3, L, H, W]
+    colour = torch.tensor([0.9, 0.2, 0.4])
+    frame = colour[None, :, None, None].expand(1, 3, H, W)
+    fetched = model.appearance(pose_feat[None, 1:], pose_feat[:1], model.frame_encoder(frame), frame)
+    assert fetched.shape == (1, 2, 16 // 4 + 3, H, W)
+    torch.testing.assert_close(fetched[0, :, -3:], colour[None, :, None, None].expand(2, 3, H, W))
+    # The decoder's input: the features, the fetched colours and the previous frame minus them.
+    assert model.decoder_fusion.net[0].body[0].in_channels == 16 + 8 + 4 + 16 // 4 + 6
+    seen = {}
+    model.decoder_fusion.register_forward_hook(lambda _m, args, _o: seen.update(input=args[0]))
+    prev = torch.rand(1, 3, H, W)
+    context = fetched[:, 0]
+    model.decode(prev, model.frame_encoder(prev), pose_feat[1:2], torch.zeros(1, 4, H, W), context)
+    torch.testing.assert_close(seen["input"][:, -3:], prev - colour[None, :, None, None])
+
+
+def test_appearance_colours_need_the_attention():
+    with pytest.raises(ConfigError, match="appearance_colours needs appearance_attention"):
+        TrainConfig(appearance_colours=True)
+    with pytest.raises(ValueError, match="appearance_colours needs appearance_attention"):
+        small(appearance_colours=True)
 
 
 def test_first_pose_needs_the_first_frame():
