@@ -93,7 +93,8 @@ def data() -> None:
 @click.option("--seed", default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--appearance", type=click.Choice(list(APPEARANCES)), default="default", show_default=True,
               help="Colour ranges of the videos' looks; 'shifted' (darker, more saturated rooms, other clothes "
-                   "and light) gives the same motion in colours the default set never shows.")
+                   "and light) and 'bright' (white rooms, dark shirts over pale trousers) give the same motion in "
+                   "colours the default set never shows.")
 @friendly_errors
 def data_synth(out: Path, train_videos: int, val_videos: int, test_videos: int, frames: int,
                val_frames: int, height: int, width: int, seed: int, appearance: str) -> None:

@@ -73,6 +73,8 @@ class TrainConfig(BaseModel):
                                           "targets, not the poses) go through one random map of each channel's "
                                           "[0, 1] into itself (scale 0.5-1, maybe inverted, offset) and a random "
                                           "channel order, so appearance the training videos lack is not new.")
+    colour_augment_share: float = _option(1.0, "With colour_augment: the share of training sequences recoloured; the "
+                                               "rest keep the data set's own colours.", gt=0, le=1)
     # recipe options beyond the lab's; each default is the lab's recipe
     output: Output = _option("sigmoid", "Decoder output: sigmoid (the lab's), or residual: the previous frame plus a "
                                      "tanh-bounded change, clamped to [0, 1], so that copying a frame is exact.")
@@ -138,6 +140,8 @@ class TrainConfig(BaseModel):
             raise ValueError("first_pose needs first_frame: it locates the figure in the first frame")
         if self.appearance_colours and not self.appearance_attention:
             raise ValueError("appearance_colours needs appearance_attention: its weights fetch the colours")
+        if self.colour_augment_share < 1 and not self.colour_augment:
+            raise ValueError("colour_augment_share needs colour_augment: it is the share of sequences recoloured")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,27 +7,30 @@ in a look drawn per video (models.synth_look) from one set of APPEARANCES.
 
 Appearance ranges
 -----------------
-Each video's look is drawn from one of two sets of ranges (APPEARANCES).
+Each video's look is drawn from one of three sets of ranges (APPEARANCES).
 Colours are HSV with a uniform random hue; the table gives (saturation,
-value). Skin and hair come from the same palettes in both sets.
+value). Skin and hair come from the same palettes in every set.
 
-==========  ==========================  ==========================
-            ``default``                 ``shifted``
-==========  ==========================  ==========================
-shirt       (0.3, 0.9), (0.45, 0.95)    (0.0, 0.25), (0.7, 1.0)
-trousers    (0.2, 0.7), (0.2, 0.7)      (0.75, 1.0), (0.75, 0.95)
-shoes       (0.0, 0.5), (0.1, 0.35)     (0.6, 1.0), (0.5, 0.8)
-wall        (0.1, 0.45), (0.5, 0.9)     (0.5, 0.9), (0.2, 0.45)
-floor       (0.1, 0.5), (0.3, 0.7)      (0.55, 0.95), (0.12, 0.28)
-ambient     0.25 .. 0.45                0.55 .. 0.75
-shadow      0.3 .. 0.55                 0.65 .. 0.85
-==========  ==========================  ==========================
+==========  ==========================  ==========================  ==========================
+            ``default``                 ``shifted``                 ``bright``
+==========  ==========================  ==========================  ==========================
+shirt       (0.3, 0.9), (0.45, 0.95)    (0.0, 0.25), (0.7, 1.0)     (0.4, 0.9), (0.1, 0.4)
+trousers    (0.2, 0.7), (0.2, 0.7)      (0.75, 1.0), (0.75, 0.95)   (0.0, 0.15), (0.75, 1.0)
+shoes       (0.0, 0.5), (0.1, 0.35)     (0.6, 1.0), (0.5, 0.8)      (0.0, 0.3), (0.7, 1.0)
+wall        (0.1, 0.45), (0.5, 0.9)     (0.5, 0.9), (0.2, 0.45)     (0.0, 0.08), (0.9, 1.0)
+floor       (0.1, 0.5), (0.3, 0.7)      (0.55, 0.95), (0.12, 0.28)  (0.5, 0.8), (0.72, 0.9)
+ambient     0.25 .. 0.45                0.55 .. 0.75                0.45 .. 0.55
+shadow      0.3 .. 0.55                 0.65 .. 0.85                0.1 .. 0.28
+==========  ==========================  ==========================  ==========================
 
 ``shifted`` (darker, more saturated rooms; pale shirts over vivid trousers;
-flatter light and deeper shadows) shares no range with ``default``: a data
-set no tuning on the default set has seen. Both make the same random draws
-in the same order, so a seed gives the same motion, labels and masks in
-either; only the colours differ.
+flatter light and deeper shadows) and ``bright`` (near-white walls over
+saturated pale floors; dark shirts over pale trousers; faint shadows) share
+no range of clothes or room with ``default``, nor with each other: data sets
+no tuning on the default set has seen. ``shifted`` was looked at while the
+CPU recipe was chosen; ``bright`` is kept as a judge that no choice looked
+at. All make the same random draws in the same order, so a seed gives the
+same motion, labels and masks in each; only the colours differ.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ APPEARANCES = {
         "shirt": ((0.0, 0.25), (0.7, 1.0)), "trousers": ((0.75, 1.0), (0.75, 0.95)),
         "shoes": ((0.6, 1.0), (0.5, 0.8)), "wall": ((0.5, 0.9), (0.2, 0.45)), "floor": ((0.55, 0.95), (0.12, 0.28)),
         "ambient": (0.55, 0.75), "shadow": (0.65, 0.85),
+    },
+    "bright": {
+        "shirt": ((0.4, 0.9), (0.1, 0.4)), "trousers": ((0.0, 0.15), (0.75, 1.0)),
+        "shoes": ((0.0, 0.3), (0.7, 1.0)), "wall": ((0.0, 0.08), (0.9, 1.0)), "floor": ((0.5, 0.8), (0.72, 0.9)),
+        "ambient": (0.45, 0.55), "shadow": (0.1, 0.28),
     },
 }
 

@@ -273,7 +273,7 @@ class Trainer:
         idx = self._order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         frames = to_unit(self.train_img[idx], self.device)
         if cfg.colour_augment:
-            frames = recolour(frames, self.noise)
+            frames = recolour(frames, self.noise, cfg.colour_augment_share)
         poses = to_unit(self.train_label[idx], self.device)
         # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
         forced = bool(torch.rand((), generator=self.sampler) < self.teacher_forcing.ratio)

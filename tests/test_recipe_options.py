@@ -312,3 +312,20 @@ def test_colour_augmentation_maps_each_sequence_into_range_with_one_affine_map_p
                     assert 0.5 - 1e-6 <= abs(slope) <= 1 + 1e-6
             assert sum(f < 1e-5 for f in fits) == 1
     assert not torch.allclose(out, frames)
+
+
+def test_colour_augment_share_keeps_the_other_sequences_and_leaves_share_one_as_it_was():
+    frames = torch.rand(40, 3, 3, 4, 8)
+    everything = recolour(frames, torch.Generator().manual_seed(3))
+    assert torch.equal(everything, recolour(frames, torch.Generator().manual_seed(3), share=1.0))
+    half = recolour(frames, torch.Generator().manual_seed(3), share=0.5)
+    kept = [torch.equal(half[b], frames[b]) for b in range(40)]
+    for b in range(40):         # a sequence is kept whole or remapped as the full-share call remaps it
+        assert kept[b] or torch.equal(half[b], everything[b])
+    assert 8 <= sum(kept) <= 32
+
+
+def test_colour_augment_share_needs_colour_augment():
+    with pytest.raises(ConfigError, match="^colour_augment_share needs colour_augment"):
+        TrainConfig(colour_augment_share=0.5)
+    assert TrainConfig(colour_augment=True, colour_augment_share=0.5).colour_augment_share == 0.5

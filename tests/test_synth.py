@@ -216,6 +216,32 @@ def test_shifted_appearance_changes_the_colours_but_not_the_motion():
         assert np.abs(shifted[figure].astype(int) - images[figure]).mean() > 20
 
 
+def test_each_appearance_shares_no_colour_range_with_another():
+    """A clothes or room colour drawn in one set of ranges cannot be drawn in another: for every pair of
+    sets, their (saturation, value) boxes are disjoint in saturation or in value."""
+    def disjoint(a, b):
+        return a[1] <= b[0] or b[1] <= a[0]
+    names = list(synth.APPEARANCES)
+    assert {"default", "shifted", "bright"} <= set(names)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            for part in ("shirt", "trousers", "shoes", "wall", "floor"):
+                (s1, v1), (s2, v2) = synth.APPEARANCES[first][part], synth.APPEARANCES[second][part]
+                assert disjoint(s1, s2) or disjoint(v1, v2), (first, second, part)
+
+
+def test_bright_appearance_changes_the_colours_but_not_the_motion():
+    for index in range(2):
+        default_rng, bright_rng = np.random.default_rng(index), np.random.default_rng(index)
+        images, labels, masks = render_video(default_rng, 16, 32, 64)
+        bright, bright_labels, bright_masks = render_video(bright_rng, 16, 32, 64, "bright")
+        np.testing.assert_array_equal(bright_labels, labels)
+        np.testing.assert_array_equal(bright_masks, masks)
+        background = masks == 0
+        assert bright[background].mean() > 1.15 * images[background].mean()     # white walls, pale floors
+        assert np.abs(bright[~background].astype(int) - images[~background]).mean() > 20
+
+
 def test_shifted_data_set_is_recorded_and_shares_labels_and_masks(tmp_path):
     small = {**SMALL, "train_videos": 1, "test_videos": 1}
     default = tree_hashes(Path(generate_dataset(tmp_path / "default", **small)["out"]))
