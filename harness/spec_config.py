@@ -7,25 +7,51 @@ from typing import Any
 from models.config import TrainConfig
 from models.errors import ConfigError
 
-from .study_spec import StudySpec
+from .study_spec import ParamSpec, StudySpec
 
 
 def config_problem(spec: StudySpec) -> tuple[str, str] | None:
     """The dotted key of a value TrainConfig rejects and its message, or None. Checked: the fixed and
-    budget values with each parameter at its first choice or low end, then each other choice and end."""
-    base = {name: p.choices[0] if p.kind == "categorical" else p.low for name, p in spec.search_space.items()}
-    sections = (("fixed", spec.fixed), ("budget", spec.budget), ("search_space", base))
+    budget values with each parameter at its first choice or low end, then each parameter at its first
+    value, then at each other choice and end; each in a trial that can happen: the parameters its `when`
+    names set to a value that activates it, and parameters whose `when` fails left out, as in a trial."""
+    base = {name: _first(p) for name, p in spec.search_space.items()}
+    sections = (("fixed", spec.fixed), ("budget", spec.budget), ("search_space", _suggested(spec, base)))
     entries = [(f"{section}.{key}", key, value) for section, values in sections for key, value in values.items()]
     problem = _blame(entries)
     if problem:
         return problem
-    values = {**spec.fixed, **spec.budget, **base}
-    for name, p in spec.search_space.items():
-        for value in (p.choices if p.kind == "categorical" else (p.low, p.high)):
-            error = _rejection({**values, name: value})
-            if error:
-                return f"search_space.{name}", f"TrainConfig rejects {value!r}: {error}"
+    firsts = [(name, _first(p)) for name, p in spec.search_space.items()]
+    others = [(name, value) for name, p in spec.search_space.items()
+              for value in (p.choices[1:] if p.kind == "categorical" else (p.high,))]
+    for name, value in firsts + others:
+        params = _suggested(spec, {**base, **_activating(spec, name), name: value})
+        error = _rejection({**spec.fixed, **spec.budget, **params})
+        if error:
+            return f"search_space.{name}", f"TrainConfig rejects {value!r}: {error}"
     return None
+
+
+def _first(param: ParamSpec) -> Any:
+    return param.choices[0] if param.kind == "categorical" else param.low
+
+
+def _activating(spec: StudySpec, name: str) -> dict[str, Any]:
+    """Values of the parameters that `name`'s `when` names (and theirs, in turn) that make it suggested."""
+    values: dict[str, Any] = {}
+    for ref, allowed in spec.search_space[name].when.items():
+        values.update({**_activating(spec, ref), ref: allowed[0]})
+    return values
+
+
+def _suggested(spec: StudySpec, candidates: dict[str, Any]) -> dict[str, Any]:
+    """The parameters a trial would hold if each took its value in `candidates`: in file order, those
+    whose `when` holds for the ones before."""
+    params: dict[str, Any] = {}
+    for name, param in spec.search_space.items():
+        if param.active(params):
+            params[name] = candidates[name]
+    return params
 
 
 def _blame(entries: list[tuple[str, str, Any]]) -> tuple[str, str] | None:

@@ -64,6 +64,9 @@ BAD_SPECS = [
      "fixed.f_dim", "f_dim must be a multiple of 8, got 3"),
     ("config-clash", {("budget",): {"epochs": 2, "val_epoch_len": 64, "val_vi_len": 32}}, "budget.val_vi_len",
      "val_epoch_len must be in [2, val_vi_len=32], got 64 (together with budget.val_epoch_len)"),
+    ("config-needs-another-value", {SS + ("appearance_attention",): {"type": "categorical", "choices": [False, True]},
+                                    SS + ("appearance_colours",): {"type": "categorical", "choices": [False, True]}},
+     "search_space.appearance_colours", "TrainConfig rejects True: appearance_colours needs appearance_attention"),
     ("config-rejects-high", {SS + ("kl_anneal_ratio",): {"type": "float", "low": 0.5, "high": 2.0}},
      "search_space.kl_anneal_ratio", "TrainConfig rejects 2.0: kl_anneal_ratio must be in (0, 1]"),
 ]
@@ -111,6 +114,17 @@ def test_a_condition_on_a_numeric_parameter(tmp_path):
 def test_values_that_are_right_only_together_are_accepted(tmp_path):
     spec = load_study_spec(changed_spec(tmp_path, {("fixed", "first_pose"): True, ("fixed", "first_frame"): True}))
     assert spec.fixed == {"batch_size": 2, "first_pose": True, "first_frame": True}
+
+
+def test_a_value_right_only_under_its_condition_is_accepted(tmp_path):
+    """appearance_colours needs appearance_attention: searched under `when: {appearance_attention: [true]}`,
+    every trial that can hold it is valid, and the check tries it in such a trial."""
+    spec = load_study_spec(changed_spec(tmp_path, {
+        SS + ("appearance_attention",): {"type": "categorical", "choices": [False, True]},
+        SS + ("appearance_colours",): {"type": "categorical", "choices": [False, True],
+                                       "when": {"appearance_attention": [True]}}}))
+    colours = spec.search_space["appearance_colours"]
+    assert colours.active({"appearance_attention": True}) and not colours.active({"appearance_attention": False})
 
 
 def test_only_the_options_a_spec_sets_reach_optuna(tmp_path):
