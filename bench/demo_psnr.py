@@ -1,17 +1,18 @@
 """Final models of CPU-demo runs (one per seed) on the 630-frame validation rollout, beside both baselines:
-on the built-in set and on one that no tuning looked at (another seed, shifted appearance), over the whole
-frame, the figure and the background; the mean over the runs with a 95% interval.
+on the built-in set and on sets of other colours (another generator seed and appearance ranges), over the
+whole frame, the figure and the background; the mean over the runs with a 95% interval.
 
     for seed in 0 1 2; do harness train --config configs/cpu-demo.yaml --out runs/demo-$seed --seed $seed; done
-    python bench/demo_psnr.py runs/demo-0 runs/demo-1 runs/demo-2
+    python bench/demo_psnr.py runs/demo-0 runs/demo-1 runs/demo-2 [--holdout] [--title TEXT]
 
-Each run's final checkpoint (checkpoints/last.pt, not the best epoch) is rolled out here, the same way
-the trainer's validation does; the per-frame curves of the unseen set go to RUN_DIR/unseen/.
+The unseen set (seed 7, `shifted`) was looked at while the recipe was chosen; the holdout set (seed 11,
+`bright`) is scored only with --holdout, for a recipe already chosen. Each run's final checkpoint
+(checkpoints/last.pt, not the best epoch; --checkpoint picks another file there) is rolled out here, the
+same way the trainer's validation does; the per-frame curves of the other sets go to RUN_DIR/<set>/.
 """
 from __future__ import annotations
 
-import json
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ from common import record
 from harness.datasets import frames_cache_dir, synthetic_root
 from harness.intervals import mean_interval
 from harness.plots import plot_psnr_per_frame
-from models.checkpoint import load_model
+from models.checkpoint import load_checkpoint, load_model
 from models.data import TestSequence, load_dance_data
 from models.generate import RepeatFirstFrame, generate_sequences, untrained_model
 from models.trainer import LAST_CHECKPOINT
 
-UNSEEN = {"seed": 7, "appearance": "shifted"}
+OTHER_SETS = {"unseen": {"seed": 7, "appearance": "shifted"}, "holdout": {"seed": 11, "appearance": "bright"}}
 CURVES = ("model", "repeat first frame", "untrained model")
 
 
@@ -38,10 +39,10 @@ def validation_sequences(root: Path, config) -> list[TestSequence]:
             for i in range(len(images))]
 
 
-def score(run_dir: Path, root: Path) -> dict[str, dict[str, np.ndarray]]:
+def score(checkpoint: Path, root: Path) -> dict[str, dict[str, np.ndarray]]:
     """Per curve (model, baselines) and region (whole, figure, background): PSNR per frame, averaged over
     the validation sequences."""
-    model, config = load_model(run_dir / "checkpoints" / LAST_CHECKPOINT)
+    model, config = load_model(checkpoint)
     sequences = validation_sequences(root, config)
     rollout = {"samples": config.val_samples, "seed": 0, "zero_z": config.rollout_z == "zero",
                "quantize": config.rollout_quantize}
@@ -56,23 +57,32 @@ def score(run_dir: Path, root: Path) -> dict[str, dict[str, np.ndarray]]:
     return scores
 
 
-def wall_minutes(run_dir: Path) -> float:
-    """Training and validation time of a run from its metrics.json (epochs, baselines and final rollout aside)."""
-    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+def wall_minutes(checkpoint: Path) -> float:
+    """Training and validation time of the epochs behind a checkpoint (baselines and final rollout aside)."""
+    history = load_checkpoint(checkpoint)["history"]
     return sum(h["seconds"] + h["val_seconds"] for h in history) / 60
 
 
 def main() -> None:
-    runs = [Path(arg) for arg in sys.argv[1:]] or [Path("runs/demo")]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", type=Path, default=[Path("runs/demo")])
+    parser.add_argument("--holdout", action="store_true", help="also score the holdout set (seed 11, bright)")
+    parser.add_argument("--checkpoint", default=LAST_CHECKPOINT, help="file in RUN_DIR/checkpoints to score")
+    parser.add_argument("--title", default="", help="what the runs are, for the BENCHMARKS.md block")
+    args = parser.parse_args()
+    runs = args.runs
     torch.manual_seed(0)
-    _, config = load_model(runs[0] / "checkpoints" / LAST_CHECKPOINT)
-    sets = {"built-in validation set": synthetic_root(config.height, config.width),
-            f"unseen set (seed {UNSEEN['seed']}, {UNSEEN['appearance']} appearance)":
-                synthetic_root(config.height, config.width, **UNSEEN)}
-    lines = [f"- runs: {', '.join(map(str, runs))} (final checkpoints); training + validation "
-             f"{', '.join(f'{wall_minutes(r):.1f}' for r in runs)} min each"]
-    for label, root in sets.items():
-        per_run = [score(run, root) for run in runs]
+    _, config = load_model(runs[0] / "checkpoints" / args.checkpoint)
+    sets = {"built-in validation set": ("", synthetic_root(config.height, config.width))}
+    for name, look in OTHER_SETS.items():
+        if name != "holdout" or args.holdout:
+            sets[f"{name} set (seed {look['seed']}, {look['appearance']} appearance)"] = (
+                name, synthetic_root(config.height, config.width, **look))
+    minutes = [wall_minutes(run / "checkpoints" / args.checkpoint) for run in runs]
+    lines = [f"- runs: {', '.join(map(str, runs))} ({args.checkpoint}); training + validation "
+             f"{', '.join(f'{m:.1f}' for m in minutes)} min each"]
+    for label, (folder, root) in sets.items():
+        per_run = [score(run / "checkpoints" / args.checkpoint, root) for run in runs]
         lines.append(f"- {label}, {config.val_vi_len}-frame rollout, mean PSNR over frames 1..T-1, "
                      f"mean ± 95% interval over {len(runs)} run(s):")
         lines.append("")
@@ -91,14 +101,15 @@ def main() -> None:
             lines.append(f"  - model minus repeat-first-frame, {region}: {margins.describe()} "
                          f"(runs: {', '.join(f'{m - r:+.2f}' for m, r in zip(model, repeat))})")
         lines.append("")
-        if "unseen" in label:
+        if folder:
             for run, scores in zip(runs, per_run):
-                (run / "unseen").mkdir(exist_ok=True)
-                plot_psnr_per_frame({name: scores[name]["whole"] for name in CURVES}, run / "unseen" / "psnr_per_frame.png",
+                (run / folder).mkdir(exist_ok=True)
+                plot_psnr_per_frame({name: scores[name]["whole"] for name in CURVES}, run / folder / "psnr_per_frame.png",
                                     title=f"{run.name} on the {label}",
                                     figure_psnr={name: scores[name]["figure"] for name in CURVES}
                                     if "figure" in scores["model"] else None)
-    record("CPU demo: final models beside the baselines, built-in and unseen data", lines)
+    title = "CPU demo: final models beside the baselines, built-in and other-colour data"
+    record(f"{title}{f': {args.title}' if args.title else ''}", lines)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ DPI = 110
 MARKER_SIZE = 3.5
 # Curves with at most this many points get markers on every point.
 MARKERS_UP_TO_POINTS = 60
+# One style per curve of a panel, so that equal curves (the baselines often are) stay visible.
+LINE_STYLES = ("-", "--", ":", "-.")
 DIVERGED_COLOR = "tab:red"
 
 
@@ -126,9 +128,12 @@ def plot_psnr_per_frame(
 
 
 def _draw_psnr_curves(ax: Axes, curves: Mapping[str, np.ndarray]) -> None:
-    """One line per curve from frame 1 on, its mean over the frames with a value in the legend."""
+    """One line per curve from frame 1 on, its mean over the frames with a value in the legend. Each
+    curve has its own line style, and a curve equal to an earlier one says so in the legend (the
+    untrained residual model is exactly "repeat first frame"), so that none hides another unseen."""
     longest = 0
-    for name, values in curves.items():
+    drawn: dict[str, np.ndarray] = {}
+    for index, (name, values) in enumerate(curves.items()):
         values = np.asarray(values, dtype=float)
         if values.ndim != 1:
             raise ValueError(f"PSNR curve {name!r} must be 1-D over frames, got shape {values.shape}")
@@ -137,9 +142,13 @@ def _draw_psnr_curves(ax: Axes, curves: Mapping[str, np.ndarray]) -> None:
         frames = np.arange(1, values.size)
         valued = predicted[~np.isnan(predicted)]
         mean_text = f"mean {valued.mean():.2f} dB" if valued.size else "no predicted frames"
+        same = next((other for other, seen in drawn.items() if np.array_equal(seen, predicted, equal_nan=True)), None)
+        label = f"{name} ({mean_text}{f', the same as {same}' if same else ''})"
         marker = "o" if predicted.size <= MARKERS_UP_TO_POINTS else None
         shown = np.where(np.isfinite(predicted), predicted, np.nan)
-        ax.plot(frames, shown, marker=marker, markersize=MARKER_SIZE, linewidth=1.2, label=f"{name} ({mean_text})")
+        ax.plot(frames, shown, marker=marker, markersize=MARKER_SIZE, linewidth=1.2,
+                linestyle=LINE_STYLES[index % len(LINE_STYLES)], label=label)
+        drawn[name] = predicted
     ax.set_xlim(0.5, max(longest - 1, 1) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(True, alpha=0.3)

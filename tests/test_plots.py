@@ -149,6 +149,20 @@ def test_psnr_per_frame_adds_a_figure_panel_with_gaps(tmp_path: Path) -> None:
         assert pixels_of_color(lower, colour) > 200
 
 
+def test_psnr_per_frame_keeps_a_curve_visible_under_an_equal_one(tmp_path: Path) -> None:
+    """The untrained residual model is exactly "repeat first frame": drawn over it in another line
+    style, the first curve still shows between the dashes (before, only its legend entry did)."""
+    frames = 300
+    baseline = np.concatenate([[np.inf], np.linspace(22, 18, frames - 1)])
+    curves = {"model": np.concatenate([[np.inf], np.full(frames - 1, 26.0)]),
+              "repeat first frame": baseline, "untrained model": baseline.copy()}
+    pixels = assert_figure(plot_psnr_per_frame(curves, tmp_path / "psnr.png"))
+    legend_only = assert_figure(plot_psnr_per_frame({"model": curves["model"], "repeat first frame": np.full(
+        frames, np.nan)}, tmp_path / "legend.png"))
+    assert pixels_of_color(pixels, "tab:orange") > 5 * max(1, pixels_of_color(legend_only, "tab:orange"))
+    assert pixels_of_color(pixels, "tab:green") > 100
+
+
 def test_psnr_per_frame_rejects_2d(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1-D"):
         plot_psnr_per_frame(np.zeros((2, 5)), tmp_path / "psnr.png")
