@@ -1,4 +1,6 @@
 """Shared fixtures: a tiny synthetic data set and a tiny model config, so tests run in seconds on a CPU."""
+import contextlib
+import os
 import shutil
 from pathlib import Path
 
@@ -30,6 +32,22 @@ def tiny_data(tiny_data_root) -> DanceData:
 def tiny_config() -> TrainConfig:
     return TrainConfig(f_dim=16, l_dim=8, n_dim=4, d_out_dim=16, epochs=2, batch_size=4, train_vi_len=8,
                        val_vi_len=24, kl_anneal_type="Monotonic", tfr_sde=1, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(tmp_path_factory):
+    """After the last test: no process that a test started (a server, a worker, a cluster daemon) is
+    still running, also where a test failed. One that is gets killed, and the session fails naming it."""
+    yield
+    import signal
+
+    from servers import stray_processes
+
+    left = stray_processes((str(tmp_path_factory.getbasetemp()), "harness-pg-", "harness-slurm-"))
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind by the tests: {left}"
 
 
 @pytest.fixture(autouse=True)

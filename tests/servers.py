@@ -128,6 +128,29 @@ def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
             process.wait(timeout=timeout)
 
 
+def stray_processes(markers: tuple[str, ...]) -> dict[int, str]:
+    """Processes, pid -> command line, that descend from this one or whose command line names one of
+    `markers` (a test's temporary folders): what a test that started servers or workers left behind."""
+    parents, commands = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    me = os.getpid()
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == me:
+                return True
+        return False
+    return {pid: command.strip() for pid, command in commands.items()
+            if pid != me and command and (descends(pid) or any(marker in command for marker in markers))}
+
+
 def _run(command: list[str]) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
