@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import yaml
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -43,6 +46,7 @@ from models.packing import PackedModels
 from models.trainer import resolve_device
 
 HEIGHT, WIDTH = 32, 64
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 
 @dataclass(frozen=True)
@@ -163,26 +167,43 @@ def pack_lines(setting: Setting, device: torch.device, packs: list[int], repeats
 
 
 def sweep_lines(study: str, packs: list[int], trials: int, device: torch.device) -> list[str]:
-    """Trials per hour of `study` swept with each pack size, every trial trained to its end."""
-    lines = [f"- `{study}` study swept end to end with `--pack N` (one worker, {trials} trials, no pruner, "
-             f"SQLite + local MLflow store; first trial start to last trial end):"]
+    """Trials per hour of `study` swept with each pack size, every trial trained to its end, and beside
+    them two one-thread workers without packing (`harness sweep --workers 2`), the best on 2 CPU cores."""
+    lines = [f"- `{study}` study swept end to end (one worker with all threads and `--pack N`, then two "
+             f"one-thread workers with pack 1; {trials} trials, no pruner, SQLite + local MLflow store; first "
+             f"trial start to last trial end):"]
     rates = {}
-    for n in packs:
-        spec = dataclasses.replace(load_study_spec(study), pack=n, n_trials=trials, pruner={"type": "none"})
+    for n in [*packs, "2 workers"]:
+        spec = dataclasses.replace(load_study_spec(study), pack=1 if n == "2 workers" else n, n_trials=trials,
+                                   pruner={"type": "none"})
+        resolve_data_root(spec.data, HEIGHT, WIDTH)      # data generation outside the timing
         with tempfile.TemporaryDirectory() as tmp:
             stores = resolve_stores(Path(tmp))
-            resolve_data_root(spec.data, HEIGHT, WIDTH)      # data generation outside the timing
             start = time.perf_counter()
-            run_sweep(spec, stores, device=device.type, echo=lambda _: None)
+            if n == "2 workers":
+                sweep_with_workers(study, trials, 2, Path(tmp), device)
+            else:
+                run_sweep(spec, stores, device=device.type, echo=lambda _: None)
             wall = time.perf_counter() - start
             done = [t for t in optuna.load_study(study_name=spec.name, storage=stores.storage_url).get_trials()
                     if t.state == optuna.trial.TrialState.COMPLETE]
         span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
         rates[n] = len(done) * 3600 / span
-        lines.append(f"  - pack {n}: {len(done)} trials in {span:.1f} s = **{rates[n]:.0f} trials/h** "
+        what = "`--workers 2`, pack 1" if n == "2 workers" else f"pack {n}"
+        lines.append(f"  - {what}: {len(done)} trials in {span:.1f} s = **{rates[n]:.0f} trials/h** "
                      f"(x{rates[n] / rates[packs[0]]:.2f} of pack {packs[0]}); wall {wall:.1f} s")
         print(lines[-1], flush=True)
     return lines
+
+
+def sweep_with_workers(study: str, trials: int, workers: int, runs: Path, device: torch.device) -> None:
+    """`harness sweep --workers N` on a copy of the study's spec with `trials` trials and no pruner."""
+    spec = yaml.safe_load((STUDIES_DIR / f"{study}.yaml").read_text())
+    spec.update(n_trials=trials, pruner={"type": "none"})
+    path = runs / f"{study}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    subprocess.run([sys.executable, "-m", "harness.cli", "sweep", "--study", str(path), "--workers", str(workers),
+                    "--runs-dir", str(runs), "--device", device.type], check=True, capture_output=True)
 
 
 def main() -> None:
