@@ -88,6 +88,13 @@ class EpochTally:
     totals: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
     forced_batches: int = 0
     skipped: int = 0
+    failed_in_a_row: int = 0
+    rewinds: int = 0
+
+
+# Non-finite steps in a row after which the weights, not one batch, are to blame: the trainer goes
+# back to the state it had at the start of the epoch and goes on with the next batch.
+REWIND_AFTER = 2
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,6 +144,7 @@ class Trainer:
         self.last_val_mse = math.nan    # the last rollout's MSE over predicted frames: the validation loss
         self._order: torch.Tensor | None = None     # this epoch's batch order (begin_epoch)
         self._tally: EpochTally | None = None       # this epoch's running sums
+        self._epoch_start_state: dict | None = None  # weights and optimizer at the start of this epoch
         self._stop_reason: str | None = None
         self._outcome: tuple[str, str] | None = None     # (status, message) once the run has ended early
 
@@ -264,6 +272,20 @@ class Trainer:
         self.model.train()
         self._order = torch.randperm(len(self.train_img), generator=self.sampler)
         self._tally = EpochTally(start=time.perf_counter())
+        self._epoch_start_state = copy.deepcopy(self.weights_state())
+
+    def weights_state(self) -> dict:
+        """What an update changes: the weights (and their average) and the optimizer's moments."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                **({"averaged_model": self.averaged.state_dict(), "averaged_steps": self.averaged_steps}
+                   if self.averaged is not None else {})}
+
+    def load_weights_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged_model"])
+            self.averaged_steps = state["averaged_steps"]
 
     def next_batch(self, step: int) -> Batch:
         """Step `step`'s batch, its teacher-forcing draw, noisy inputs and latent noise, drawn from
@@ -291,7 +313,10 @@ class Trainer:
     def end_step(self, step: int, values: torch.Tensor, finite: bool) -> None:
         """After the backward pass of a finite loss: clip, update, average. An overflow, in the forward
         pass (the gated FFNs multiply activations along a long free-running chain) or in backprop, skips
-        the update, as loss scalers do; more than a quarter of an epoch's steps diverges."""
+        the update, as loss scalers do. Two in a row mean the weights themselves have gone bad (one
+        update can tip the gated FFNs into overflow on every input): the trainer rewinds to the start of
+        the epoch and goes on with the next batch, as large-model training restarts before a loss spike
+        and skips the batches that led there. More than a quarter of an epoch's steps skipped diverges."""
         tally, steps = self._tally, self.steps_per_epoch
         if finite:
             finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -300,12 +325,19 @@ class Trainer:
             self.optimizer.step()
             self.update_average()
             tally.totals += values
+            tally.failed_in_a_row = 0
         else:
             tally.skipped += 1
+            tally.failed_in_a_row += 1
             if tally.skipped > max(1, steps // 4):
                 raise Diverged(f"diverged at epoch {self.epoch + 1}, step {step + 1}: non-finite loss or "
-                               f"gradients in {tally.skipped} of {step + 1} steps (last: loss={values[0].item():.4g} "
-                               f"recon={values[1].item():.4g} kl={values[2].item():.4g})")
+                               f"gradients in {tally.skipped} of {step + 1} steps, {tally.rewinds} rewind(s) to "
+                               f"the epoch's start (last: loss={values[0].item():.4g} recon={values[1].item():.4g} "
+                               f"kl={values[2].item():.4g})")
+            if tally.failed_in_a_row == REWIND_AFTER:
+                self.load_weights_state(self._epoch_start_state)
+                tally.rewinds += 1
+                tally.failed_in_a_row = 0
         for callback in self.callbacks:
             callback.on_step_end(self, step, steps, values[0].item())
 
@@ -316,6 +348,7 @@ class Trainer:
             "epoch": self.epoch, "loss": means[0], "recon": means[1], "kl": means[2],
             "beta": self.kl_annealing.beta, "tfr": self.teacher_forcing.ratio,
             "teacher_forced": tally.forced_batches / steps, "skipped_steps": tally.skipped,
+            "rewinds": tally.rewinds,
             "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tally.start,
         }
 
@@ -389,10 +422,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            **({"averaged_model": self.averaged.state_dict(), "averaged_steps": self.averaged_steps}
-               if self.averaged is not None else {}),
-            "optimizer": self.optimizer.state_dict(),
+            **self.weights_state(),
             "kl_annealing": self.kl_annealing.state_dict(),
             "teacher_forcing": self.teacher_forcing.state_dict(),
             "rng": {"sampler": self.sampler.get_state(), "noise": self.noise.get_state(),
@@ -406,11 +436,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        if self.averaged is not None:
-            self.averaged.load_state_dict(state["averaged_model"])
-            self.averaged_steps = state["averaged_steps"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_weights_state(state)
         self.kl_annealing.load_state_dict(state["kl_annealing"])
         self.teacher_forcing.load_state_dict(state["teacher_forcing"])
         self.sampler.set_state(state["rng"]["sampler"])

@@ -1,4 +1,5 @@
 """The training loop: resume equality, divergence, callbacks, checkpoints, figure/background PSNR."""
+import copy
 import dataclasses
 import json
 import math
@@ -81,10 +82,37 @@ def test_persistent_non_finite_loss_stops_with_epoch_and_step(tiny_data, tiny_co
     result = trainer.fit()
     assert result.status == "diverged"
     assert result.message.startswith(f"diverged at epoch 2, step {3 + allowed}: non-finite loss or gradients "
-                                     f"in {allowed + 1} of {3 + allowed} steps (last: loss=nan")
+                                     f"in {allowed + 1} of {3 + allowed} steps, {(allowed + 1) // 2} rewind(s) to "
+                                     f"the epoch's start (last: loss=nan")
     assert result.epochs_run == 1
     # The last good checkpoint (epoch 0) is intact.
     assert load_checkpoint(tmp_path / "checkpoints" / LAST_CHECKPOINT)["epoch"] == 1
+
+
+def test_weights_gone_bad_rewind_to_the_epochs_start_and_training_goes_on(tiny_data, tiny_config, tmp_path):
+    """An update that leaves a weight non-finite makes every later step fail: after two in a row the
+    trainer restores the weights and optimizer of the epoch's start and goes on with the next batch."""
+    at_start = {}
+
+    class Spoil(Callback):
+        def on_epoch_start(self, trainer):
+            at_start[trainer.epoch] = copy.deepcopy(trainer.model.state_dict())
+
+        def on_step_end(self, trainer, step, steps, loss):
+            if trainer.epoch == 1 and step == 1:
+                with torch.no_grad():
+                    next(trainer.model.parameters()).fill_(math.nan)
+            if trainer.epoch == 1 and step == 3:     # steps 2 and 3 failed: rewound
+                for key, value in at_start[1].items():
+                    torch.testing.assert_close(trainer.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+    trainer = Trainer(tiny_config.replace(epochs=2), tiny_data, tmp_path, [Spoil()])
+    assert trainer.steps_per_epoch >= 6
+    result = trainer.fit()
+    assert result.status == "completed"
+    assert [h["skipped_steps"] for h in result.history] == [0, 2]
+    assert [h["rewinds"] for h in result.history] == [0, 1]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 def test_a_checkpoint_every_epoch_with_everything_to_resume(tiny_data, tiny_config, tmp_path):
