@@ -29,10 +29,12 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads; Python {platform.python_version()}")
 
 
-def record(title: str, lines: list[str]) -> None:
-    """Print the figures and append them, dated and with the machine, to BENCHMARKS.md."""
+def record(title: str, lines: list[str], append: bool = True) -> None:
+    """Print the figures, dated and with the machine, and append them to BENCHMARKS.md unless told not to
+    (a probe's figures are worth reading, not keeping)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     block = [f"### {title} ({stamp})", "", f"Machine: {machine()}", "", *lines, ""]
     print("\n".join(block))
-    with open(BENCHMARKS_MD, "a") as handle:
-        handle.write("\n".join(block) + "\n")
+    if append:
+        with open(BENCHMARKS_MD, "a") as handle:
+            handle.write("\n".join(block) + "\n")

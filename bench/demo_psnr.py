@@ -110,10 +110,7 @@ def main() -> None:
                                     figure_psnr={name: scores[name]["figure"] for name in CURVES}
                                     if "figure" in scores["model"] else None)
     title = "CPU demo: final models beside the baselines, built-in and other-colour data"
-    if args.print_only:
-        print("\n".join(lines))
-    else:
-        record(f"{title}{f': {args.title}' if args.title else ''}", lines)
+    record(f"{title}{f': {args.title}' if args.title else ''}", lines, append=not args.print_only)
 
 
 if __name__ == "__main__":
