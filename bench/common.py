@@ -36,5 +36,7 @@ def record(title: str, lines: list[str], append: bool = True) -> None:
     block = [f"### {title} ({stamp})", "", f"Machine: {machine()}", "", *lines, ""]
     print("\n".join(block))
     if append:
+        # A reading written by hand under the previous block may end the file without a blank line.
+        separator = "" if BENCHMARKS_MD.read_text().endswith("\n\n") else "\n"
         with open(BENCHMARKS_MD, "a") as handle:
-            handle.write("\n".join(block) + "\n")
+            handle.write(separator + "\n".join(block) + "\n")
