@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import synth, synth_render
+from models.synth import dataset as synth, render as synth_render
 from models.synth import generate_dataset, render_video
-from models.synth_look import draw_look
-from models.synth_motion import dance
+from models.synth.look import draw_look
+from models.synth.motion import dance
 
 SMALL = dict(train_videos=2, val_videos=1, test_videos=2, frames=16, val_frames=20)
 

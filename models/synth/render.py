@@ -24,7 +24,7 @@ import colorsys
 
 import numpy as np
 
-from .synth_motion import FIGURE_HEIGHT, GROUND, HEAD_RADIUS, J
+from .motion import FIGURE_HEIGHT, GROUND, HEAD_RADIUS, J
 
 SUPERSAMPLE = 2  # canvas pixels per output pixel along each axis
 CHUNK_CANVAS_PIXELS = 1 << 19  # canvas pixels rendered at once; bounds memory for any frame size

@@ -1,9 +1,9 @@
 """The synthetic dance-data generator: the named appearances, one video, and a data set in the lab layout.
 
-A 2D articulated figure (head, torso, arms, legs; models.synth_motion) dances
+A 2D articulated figure (head, torso, arms, legs; models.synth.motion) dances
 with smooth motion that differs per video; each frame is drawn as an image, a
-label (the coloured skeleton) and a mask of the figure (models.synth_render),
-in a look drawn per video (models.synth_look) from one set of APPEARANCES.
+label (the coloured skeleton) and a mask of the figure (models.synth.render),
+in a look drawn per video (models.synth.look) from one set of APPEARANCES.
 
 Appearance ranges
 -----------------
@@ -48,10 +48,10 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .errors import OutputExists
-from .synth_look import draw_look
-from .synth_motion import dance
-from .synth_render import paint_video
+from ..errors import OutputExists
+from .look import draw_look
+from .motion import dance
+from .render import paint_video
 
 SPLIT_KEYS = {"train": 0, "val": 1, "test": 2}  # spawn keys: one RNG stream per split and video
 
