@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from common import record
-from harness.datasets import frames_cache_dir, synthetic_root
+from harness.worker.datasets import frames_cache_dir, synthetic_root
 from harness.intervals import mean_interval
-from harness.plots import plot_psnr_per_frame
+from harness.outputs.plots import plot_psnr_per_frame
 from models.checkpoint import load_checkpoint, load_model
 from models.data import TestSequence, load_dance_data
 from models.generate import RepeatFirstFrame, generate_sequences, untrained_model

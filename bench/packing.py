@@ -34,11 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import record
 from model_speed import attainable_flops, best_time
 
-from harness.datasets import resolve_data_root
-from harness.stores import resolve_stores
-from harness.studies import load_study_spec
-from harness.sweep import run_sweep
-from harness.study_spec import train_values
+from harness.worker.datasets import resolve_data_root
+from harness.store.locations import resolve_stores
+from harness.spec import load_study_spec, train_values
+from harness.worker.sweep import run_sweep
 from models.config import TrainConfig
 from models.cvae import VideoCVAE
 from models.execution import Execution

@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from common import record  # noqa: E402
 from servers import mlflow_server, postgres_server, stop_group  # noqa: E402
 
-from harness.studies import load_study_spec  # noqa: E402
-from harness.tracking import CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER  # noqa: E402
+from harness.spec import load_study_spec  # noqa: E402
+from harness.store.tracking import CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER  # noqa: E402
 from models.cvae import VideoCVAE  # noqa: E402
-from harness.study import GRACE_SECONDS, HEARTBEAT_SECONDS  # noqa: E402
+from harness.store.optuna_storage import GRACE_SECONDS, HEARTBEAT_SECONDS  # noqa: E402
 
 CORES = os.cpu_count() or 1
 SCENARIOS = [(signal.SIGKILL, True, False), (signal.SIGKILL, True, True), (signal.SIGKILL, False, False),

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from common import record
-from harness.datasets import frames_cache_dir, resolve_data_root
-from harness.stores import resolve_stores
-from harness.studies import load_study_spec, train_values
-from harness.sweep import run_sweep
+from harness.worker.datasets import frames_cache_dir, resolve_data_root
+from harness.store.locations import resolve_stores
+from harness.spec import load_study_spec, train_values
+from harness.worker.sweep import run_sweep
 from models.config import TrainConfig
 from models.data import load_dance_data
 from models.trainer import Trainer

@@ -69,7 +69,7 @@ def migrated_mlflow_db(tmp_path_factory) -> Path:
 @pytest.fixture
 def runs_dir(tmp_path, migrated_mlflow_db) -> Path:
     """A runs directory whose MLflow store already has its tables (copied from the template)."""
-    from harness.stores import MLFLOW_DB
+    from harness.store.locations import MLFLOW_DB
 
     runs = tmp_path / "runs"
     runs.mkdir()

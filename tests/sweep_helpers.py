@@ -10,7 +10,7 @@ import optuna
 import yaml
 from mlflow import MlflowClient
 
-from harness.stores import resolve_stores
+from harness.store.locations import resolve_stores
 
 TRIAL_ARTIFACTS = {"loss.png", "schedules.png", "psnr_per_frame.png", "rollout.gif", "config.yaml",
                    "metrics.csv", "metrics.json", "psnr_per_frame.csv"}

@@ -169,14 +169,14 @@ def test_studies_on_a_folder_without_a_store_says_so_and_creates_nothing(tmp_pat
 
 
 def test_a_bug_is_reported_as_a_bug_with_a_crash_log(tmp_path, monkeypatch):
-    import harness.sweep_commands as commands
+    import harness.cli.studies as commands
 
     def broken(*args, **kwargs):
         raise ValueError("deep inside a library")
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("HARNESS_DEBUG", raising=False)
-    monkeypatch.setattr(commands, "_stores", broken)
+    monkeypatch.setattr(commands, "stores_from_options", broken)
     result = run("studies", "--runs-dir", tmp_path)
     assert result.exit_code == 1, result.output
     assert "bug: ValueError: deep inside a library" in result.output and "Traceback" not in result.output

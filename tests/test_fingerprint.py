@@ -10,12 +10,13 @@ import optuna
 import pytest
 import yaml
 
-from harness.fingerprint import (CURRENT_VERSION, FINGERPRINT_ATTR, VERSION_ATTR, canonical_form, fingerprint_v1,
+from harness.spec.fingerprint import (CURRENT_VERSION, FINGERPRINT_ATTR, VERSION_ATTR, canonical_form, fingerprint_v1,
                                  spec_fingerprint, spec_matches_study)
-from harness.stores import resolve_stores
-from harness.study import open_storage
-from harness.studies import ParamSpec, StudySpec, load_study_spec, suggest_params
-from harness.sweep import StudyMismatch, open_study
+from harness.store.locations import resolve_stores
+from harness.store.optuna_storage import open_storage
+from harness.spec import ParamSpec, StudySpec, load_study_spec
+from harness.worker.search import suggest_params
+from harness.worker.sweep import StudyMismatch, open_study
 
 STORE = Path(__file__).parent / "data" / "store-2026-12"
 # open_study opens the storage as a worker does, with heartbeats; these tests ask and tell by hand.

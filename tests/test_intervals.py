@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from harness.intervals import Interval, difference_interval, mean_interval, paired_difference_interval
-from harness.study_tables import gap_interval, verdict
+from harness.report.tables import gap_interval, verdict
 
 # t quantiles (0.975) from a printed table: df 2 -> 4.303, df 3 -> 3.182.
 T_2, T_3 = 4.302653, 3.182446

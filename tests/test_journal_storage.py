@@ -7,10 +7,10 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from harness import journal_storage
-from harness.journal_storage import HEARTBEAT_ATTR, HeartbeatJournalStorage
-from harness.stores import journal_path, resolve_stores
-from harness.study import open_storage
+from harness.store import journal as journal_storage
+from harness.store.journal import HEARTBEAT_ATTR, HeartbeatJournalStorage
+from harness.store.locations import journal_path, resolve_stores
+from harness.store.optuna_storage import open_storage
 from sweep_helpers import harness, ok, write_spec
 
 

@@ -19,10 +19,10 @@ HEAVY = ("torch", "models.trainer")
 CHECK = f"""
 import json, sys
 from click.testing import CliRunner
-import harness.sweep_commands
+import harness.cli.ui
 from harness.cli import main
 
-harness.sweep_commands._serve_until_stopped = lambda command: 0   # `harness ui` without a server
+harness.cli.ui._serve_until_stopped = lambda command: 0   # `harness ui` without a server
 runs, commands = sys.argv[1], json.loads(sys.argv[2])
 results = []
 for args in commands:
@@ -93,7 +93,7 @@ def test_read_only_commands_on_a_finished_study_stay_light(swept_runs, tmp_path)
 
 
 def test_importing_any_module_leaves_logging_and_warnings_alone():
-    """Quietening libraries is a command's choice (cli_common.quiet_libraries), never an import's."""
+    """Quietening libraries is a command's choice (harness.cli.common.quiet_libraries), never an import's."""
     script = """
 import importlib, logging, pkgutil, warnings
 import mlflow, optuna, scipy.stats, torch   # their own import-time settings are theirs
@@ -106,8 +106,9 @@ def state():
 
 filters, root, loggers = state()
 for package in (harness, models):
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if not module.name.endswith("__main__"):     # running the CLI is not importing it
+            importlib.import_module(module.name)
 after_filters, after_root, after_loggers = state()
 assert after_filters == filters, [f for f in after_filters if f not in filters]
 assert after_root == root

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.media import (
+from harness.outputs.gif import (
     FOOTER_PX,
     HEADER_PX,
     HOLD_LEVELS,
@@ -20,7 +20,7 @@ from harness.media import (
     to_uint8_frames,
     write_rollout_gif,
 )
-from harness.plots import (
+from harness.outputs.plots import (
     DIVERGED_COLOR,
     DPI,
     FIGURE_WIDTH_IN,

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness import progress
-from harness.progress import ProgressReporter, format_duration
+from harness.outputs import progress
+from harness.outputs.progress import ProgressReporter, format_duration
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.4, "59s"), (61, "1m01s"), (3600 + 120, "1h02m")])

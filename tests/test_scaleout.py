@@ -23,9 +23,9 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from harness.errors import UsageError
-from harness.stores import resolve_stores
-from harness.study import heartbeat_settings
-from harness.tracking import StudyTracker
+from harness.store.locations import resolve_stores
+from harness.store.optuna_storage import heartbeat_settings
+from harness.store.tracking import StudyTracker
 from models.config import TrainConfig
 from models.data import load_dance_data
 from models.trainer import Trainer

@@ -96,7 +96,7 @@ def test_schedule_state_round_trips():
 
 
 def test_the_registry_is_what_config_and_report_read():
-    from harness.report_figures import anneal_color
+    from harness.report.figures import anneal_color
     from models.config import CHOICES
     from models.schedules import KL_SCHEDULES
 

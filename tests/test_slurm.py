@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness.stores import MLFLOW_DB, resolve_stores
+from harness.store.locations import MLFLOW_DB, resolve_stores
 from servers import postgres_server
 from slurm_cluster import Cluster, slurm_cluster
 from sweep_helpers import mlflow_runs, write_spec

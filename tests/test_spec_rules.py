@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from harness.studies import SpecError, load_study_spec, make_pruner
+from harness.spec import SpecError, load_study_spec
+from harness.worker.search import make_pruner
 from spec_helpers import DELETE, changed_spec
 
 SS = ("search_space",)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness.stop_signals import StopRequested, StopSignals
+from harness.worker.signals import StopRequested, StopSignals
 
 
 def test_the_first_signal_is_only_noted_until_a_safe_point():
@@ -22,7 +22,7 @@ def test_the_first_signal_is_only_noted_until_a_safe_point():
 
 def test_a_second_signal_stops_the_process_at_once():
     code = ("import os, signal, time\n"
-            "from harness.stop_signals import StopSignals\n"
+            "from harness.worker.signals import StopSignals\n"
             "with StopSignals():\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -7,10 +7,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from harness.studies import (
-    BUDGET_KEYS, ParamSpec, SpecError, StudySpec, available_studies, load_study_spec, make_pruner, make_sampler,
-    studies_dir, suggest_params, train_values,
+from harness.spec import (
+    BUDGET_KEYS, ParamSpec, SpecError, StudySpec, available_studies, load_study_spec, studies_dir, train_values,
 )
+from harness.worker.search import make_pruner, make_sampler, suggest_params
 from models.config import TrainConfig
 from models.schedules import teacher_forcing_ratio
 from spec_helpers import DELETE, base_spec, changed_spec, write_spec

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 from optuna.trial import TrialState
 
-from harness.stores import resolve_stores
+from harness.store.locations import resolve_stores
 from models.checkpoint import load_model
 from browser import load_page
 from servers import free_port

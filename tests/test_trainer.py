@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.run_outputs import METRICS_CSV, METRICS_JSON, PSNR_CSV, RunOutputs
-from harness.trial_logging import MlflowTrialLogger
+from harness.outputs.run_folder import METRICS_CSV, METRICS_JSON, PSNR_CSV, RunOutputs
+from harness.worker.mlflow_logger import MlflowTrialLogger
 from models.checkpoint import CheckpointError, load_checkpoint, load_model
 from models.config import TrainConfig
 from models.trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Trainer

@@ -7,12 +7,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness.stores import resolve_stores
-from harness.study import open_storage
-from harness.tracking import STATE_TAG, StudyTracker
-from harness.run_files import ERROR_FILE
-from harness.stop_signals import StopRequested
-from harness.trial_owner import TrialOwner
+from harness.store.locations import resolve_stores
+from harness.store.optuna_storage import open_storage
+from harness.store.tracking import STATE_TAG, StudyTracker
+from harness.outputs.names import ERROR_FILE
+from harness.worker.signals import StopRequested
+from harness.worker.trial import TrialOwner
 
 CONFIG = {"lr": 0.002, "loss_convention": "lab"}
 

@@ -12,7 +12,7 @@ from typing import Callable
 import pytest
 from optuna.trial import TrialState
 
-from harness.workers import threads_per_worker
+from harness.worker.processes import threads_per_worker
 from sweep_helpers import study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes

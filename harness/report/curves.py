@@ -1,0 +1,62 @@
+"""What the HTML study report reads from MLflow: each trial's curves, and the best trial of each KL-annealing type."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.store.tracking import TRIAL_TAG, StudyTracker, baseline_key
+
+# The baselines a trial scores on its validation rollout (models.validation.Validation.baselines).
+BASELINES = ("repeat first frame", "untrained model")
+
+CURVE_KEYS = ("loss", "recon", "kl", "beta", "tfr", "val_psnr", "val_mse")
+
+
+@dataclass
+class TrialCurves:
+    trial: FrozenTrial
+    anneal: str                 # KL-annealing type of the trial (from its run's params)
+    history: pd.DataFrame       # one row per epoch, columns epoch + CURVE_KEYS
+    per_frame: list[float]      # PSNR per frame of its last validation rollout, from frame 1
+    baselines: dict[str, list[float]]   # the same for the baselines it scored (repeat frame 0, untrained)
+    figure: dict[str, list[float]]      # PSNR per frame over the figure: "model" and each baseline (masked data)
+
+
+def trial_curves(tracker: StudyTracker, trial: FrozenTrial) -> TrialCurves | None:
+    """The curves of the trial's MLflow run; None while the trial has no run of its own."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id or trial.state == TrialState.WAITING:
+        return None
+    client = tracker.client
+    run = client.get_run(run_id)
+    if run.data.tags.get(TRIAL_TAG) != str(trial.number):    # a retry that has not started its own run
+        return None
+    columns = {key: {m.step: m.value for m in client.get_metric_history(run_id, key)} for key in CURVE_KEYS}
+    epochs = sorted(set().union(*(values.keys() for values in columns.values())))
+    history = pd.DataFrame({"epoch": epochs, **{key: [columns[key].get(e, math.nan) for e in epochs]
+                                                  for key in CURVE_KEYS}})
+    per_frame = _series(tracker, run_id, "val_psnr_per_frame")
+    baselines = {name: values for name in BASELINES
+                 if (values := _series(tracker, run_id, f"{baseline_key(name)}_per_frame"))}
+    figure = {name: values for name in ("model", *BASELINES)
+              if (values := _series(tracker, run_id, "val_psnr_figure_per_frame" if name == "model"
+                                    else f"{baseline_key(name, 'figure')}_per_frame"))}
+    return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame, baselines, figure)
+
+
+def _series(tracker: StudyTracker, run_id: str, key: str) -> list[float]:
+    """A per-frame series of a run, frame 1 first (frame 0 is given and not logged); gaps are NaN."""
+    by_frame = {m.step: m.value for m in tracker.client.get_metric_history(run_id, key)}
+    return [by_frame.get(frame, math.nan) for frame in range(1, max(by_frame, default=0) + 1)]
+
+
+def best_per_anneal(curves: list[TrialCurves]) -> dict[str, TrialCurves]:
+    """The best completed trial of each KL-annealing type, by its value."""
+    best: dict[str, TrialCurves] = {}
+    for c in curves:
+        if c.trial.state == TrialState.COMPLETE and (c.anneal not in best or c.trial.value > best[c.anneal].trial.value):
+            best[c.anneal] = c
+    return best

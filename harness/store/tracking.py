@@ -1,0 +1,214 @@
+"""MLflow logging for sweeps: one experiment and one parent run per study, one nested run per trial.
+
+Free of torch and the trainer (readers of a store use it); what a training run sends while it
+trains is `trial_logging`."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from models.checkpoint_files import LAST_CHECKPOINT
+
+from harness.outputs import names as run_files
+from harness.errors import UsageError
+from .locations import Stores, check_tracking_server, prepare_sqlite, store_lock
+
+STUDY_TAG = "harness.study"
+ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
+TRIAL_TAG = "harness.trial"
+STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
+SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
+CHECKPOINT_FOLDER = "checkpoint"        # in a trial's run (under seed_<s>/ for one seed of several)
+CHECKPOINT_ARTIFACT = f"{CHECKPOINT_FOLDER}/{LAST_CHECKPOINT}"
+EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_psnr_figure",
+                 "val_psnr_background", "val_mse", "seconds", "val_seconds")   # the two regions on data with masks
+# Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+# MLflow's log_batch takes at most 1000 metrics per call.
+BATCH = 1000
+# How a unique-key collision reads in MLflow's errors (PostgreSQL, SQLite, MySQL), and how often to retry it.
+DUPLICATE_KEY_SIGNS = ("UniqueViolation", "duplicate key", "UNIQUE constraint failed", "IntegrityError")
+RACE_RETRIES = 3
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _race_tolerant(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an MLflow write on the study's parent run, which every worker writes to.
+
+    MLflow's SQL store checks for a tag (or latest-metric) row, then inserts it: two workers writing
+    the same key at the same moment collide on the insert with a unique-key error. Retried, the
+    later writer finds the row and updates it."""
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as err:
+            if attempt == RACE_RETRIES or not any(sign in str(err) for sign in DUPLICATE_KEY_SIGNS):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+class StudyTracker:
+    """The MLflow side of one study; safe to use from several workers at once."""
+
+    def __init__(self, stores: Stores, study_name: str):
+        self.stores = stores
+        self.study_name = study_name
+        check_tracking_server(stores.tracking_uri)
+        prepare_sqlite(stores.tracking_uri)
+        with store_lock(stores.tracking_uri):   # the client opens its store at once; the first opening migrates it
+            self.client = MlflowClient(tracking_uri=stores.tracking_uri)
+        self.experiment_id = self._experiment()
+        self.parent_run_id = self._parent_run()
+
+    # -- study level -----------------------------------------------------------
+    def _experiment(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.study_name)
+        if experiment is None:
+            try:
+                return self.client.create_experiment(self.study_name, self.stores.artifact_location,
+                                                      tags={STUDY_TAG: self.study_name})
+            except MlflowException:    # another worker created it first
+                experiment = self.client.get_experiment_by_name(self.study_name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise UsageError(f"MLflow experiment {self.study_name!r} was deleted; restore it "
+                             f"(mlflow experiments restore) or use another study name")
+        return experiment.experiment_id
+
+    def _parent_runs(self) -> list:
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
+        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    def _parent_run(self) -> str:
+        """The study's parent run. Workers starting together may each create one; all keep the
+        oldest and delete their own extra, so every worker ends up with the same parent."""
+        runs = self._parent_runs()
+        if runs:
+            return runs[0].info.run_id
+        mine = self.client.create_run(self.experiment_id, run_name=self.study_name,
+                                      tags={ROLE_TAG: "study", STUDY_TAG: self.study_name}).info.run_id
+        chosen = self._parent_runs()[0].info.run_id
+        if chosen != mine:
+            self.client.delete_run(mine)
+        return chosen
+
+    def study_started(self, spec_text: str, description: str) -> None:
+        _race_tolerant(self.client.update_run, self.parent_run_id, status="RUNNING")
+        _race_tolerant(self.client.set_tag, self.parent_run_id, "mlflow.note.content", description)
+        self.client.log_text(self.parent_run_id, spec_text, "study.yaml")
+
+    def log_study_progress(self, step: int, best_value: float | None, counts: dict[str, int]) -> None:
+        metrics = [Metric(f"trials_{state.lower()}", count, _now_ms(), step) for state, count in counts.items()]
+        if best_value is not None:
+            metrics.append(Metric("best_val_psnr", best_value, _now_ms(), step))
+        _race_tolerant(self.client.log_batch, self.parent_run_id, metrics=metrics)
+
+    def study_finished(self, best_trial: int | None) -> None:
+        if best_trial is not None:
+            _race_tolerant(self.client.set_tag, self.parent_run_id, "harness.best_trial", str(best_trial))
+        _race_tolerant(self.client.set_terminated, self.parent_run_id, "FINISHED")
+
+    # -- trial level -----------------------------------------------------------
+    def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str]) -> str:
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial_number:04d}",
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial", STUDY_TAG: self.study_name,
+                  TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", SEARCHED_TAG: ",".join(searched)})
+        params = [Param(key, str(value)) for key, value in config.items() if key != "loss_convention"]
+        self.client.log_batch(run.info.run_id, params=params,
+                              tags=[RunTag("harness.loss_convention", config["loss_convention"])])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        now = _now_ms()
+        metrics = [Metric(key, float(value), now, step) for key, value in values.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def log_series(self, run_id: str, key: str, values: list[float]) -> None:
+        """PSNR per frame as one metric with the frame as its step, so MLflow draws it as a curve;
+        from frame 1: frame 0 is given, and its capped 100 dB would squash every chart."""
+        now = _now_ms()
+        metrics = [Metric(key, float(v), now, step) for step, v in enumerate(values) if step and math.isfinite(v)]
+        for start in range(0, len(metrics), BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + BATCH])
+
+    def log_files(self, run_id: str, folder: Path, prefix: str = "") -> None:
+        """A run folder's config, tables, plots, GIF and last checkpoint, whichever exist, under
+        the artifact folder `prefix` (one seed of several: `seed_<s>/`)."""
+        where = prefix.rstrip("/") or None
+        for name in (run_files.CONFIG_FILE, run_files.METRICS_CSV, run_files.METRICS_JSON,
+                     run_files.PSNR_CSV, run_files.LOSS_PNG, run_files.SCHEDULES_PNG,
+                     run_files.PSNR_PNG, run_files.ROLLOUT_GIF, run_files.ERROR_FILE):
+            if (folder / name).is_file():
+                self.client.log_artifact(run_id, str(folder / name), where)
+        checkpoint = folder / "checkpoints" / LAST_CHECKPOINT
+        if checkpoint.is_file():
+            self.upload_checkpoint(run_id, checkpoint, prefix)
+
+    def upload_checkpoint(self, run_id: str, checkpoint: Path, prefix: str = "") -> None:
+        """A run's latest checkpoint, at the one artifact path it keeps (each upload replaces the
+        last): where a retry on any worker finds it, and what `harness best --export` reads."""
+        self.client.log_artifact(run_id, str(checkpoint), prefix + CHECKPOINT_FOLDER)
+
+    def set_tags(self, run_id: str, tags: dict[str, object]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def close_lost_trial(self, run_id: str, trial_number: int, message: str) -> None:
+        """Close the run of a trial whose worker died, if it is that trial's own run and still open
+        (a retry carries its predecessor's run id until it starts its own)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return
+        if run.info.status == "RUNNING" and run.data.tags.get(TRIAL_TAG) == str(trial_number):
+            self.end_trial(run_id, "FAIL", message)
+
+    def end_trial(self, run_id: str, state: str, message: str = "") -> None:
+        self.client.set_tag(run_id, STATE_TAG, state)
+        if message:
+            self.client.set_tag(run_id, "harness.message", message[:5000])
+        self.client.set_terminated(run_id, RUN_STATUS[state])
+
+    def download_checkpoint(self, run_id: str, out_dir: Path, prefix: str = "") -> Path:
+        """The run's latest checkpoint, copied into `out_dir`; MlflowException or OSError when it has none."""
+        return Path(self.client.download_artifacts(run_id, prefix + CHECKPOINT_ARTIFACT, str(out_dir)))
+
+
+def baseline_key(name: str, region: str = "") -> str:
+    """The metric of a baseline's mean PSNR: baseline_repeat_first_frame, baseline_untrained_model_figure, ..."""
+    return "baseline_" + name.replace(" ", "_") + (f"_{region}" if region else "")
+
+
+def seed_prefix(seed: int, seeds: int) -> str:
+    """Where one seed's metrics and files go in its trial's run: the top level when the trial has
+    one seed, else under `seed_<s>/` (the top level then holds the seeds' means)."""
+    return "" if seeds == 1 else f"seed_{seed}/"
+
+
+def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    """The MLflow metrics of one epoch's row of a trainer's history."""
+    return {key: row[key] for key in EPOCH_METRICS if key in row}
+
+
+def mean_epoch_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' mean of each epoch metric (the trial's curve when it has several seeds)."""
+    return {key: float(np.mean([epoch_metrics(row)[key] for row in rows]))
+            for key in epoch_metrics(rows[0]) if all(key in row for row in rows)}
+
+
+def mean_final_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """The seeds' mean of each final metric that every seed has."""
+    return {key: float(np.mean([metrics[key] for metrics in per_seed]))
+            for key in per_seed[0] if all(key in metrics for metrics in per_seed)}

@@ -1,0 +1,206 @@
+"""One trial from ask to tell: its Optuna trial, its MLflow run, its folder and its outcome.
+
+A worker asks the study for a trial, trains it, and tells the study how it ended; everything
+in between that both stores must agree on goes through one `TrialOwner`, so that a trial
+ends exactly once, the same way in Optuna and in MLflow:
+
+    owner = TrialOwner.ask(study, storage, tracker, trial_dir_of)
+    with owner:                      # heartbeats while it runs
+        owner.start(params, config, seeds)
+        ...                          # training reports each epoch: owner.report(epoch, value)
+        owner.complete(value)        # or owner.prune(message) / owner.fail(message)
+
+Leaving the `with` block without an outcome is a failure (an exception: recorded, and the
+worker goes on) or an interruption (Ctrl-C: recorded, then re-raised). A trial whose worker
+died is closed by the survivors through `close_lost_run`. Nothing here is shared between
+owners, so one process can own several trials at once.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.outputs.names import ERROR_FILE, json_safe
+from .signals import StopRequested
+from harness.store.tracking import StudyTracker
+
+# A retried trial starts with its predecessor's user attrs; these describe one attempt's outcome.
+ATTEMPT_ATTRS = ("fail_reason", "resumed_from_trial", "resumed_epochs")
+
+class Heartbeat:
+    """Records a running trial's heartbeat in the Optuna storage every interval, from a thread,
+    so that other workers can tell a live trial from one whose worker died."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int):
+        self.storage = storage
+        self.trial_id = trial_id
+        self.interval = storage.get_heartbeat_interval()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval is None:
+            return
+        self.storage.record_heartbeat(self.trial_id)   # at once: the grace period runs from here
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.trial_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.storage.record_heartbeat(self.trial_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class TrialOwner:
+    """The one place that starts, records and ends a trial in both stores (see the module's doc)."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, storage: BaseStorage, tracker: StudyTracker,
+                 trial_dir: Path):
+        self.study = study
+        self.trial = trial
+        self.tracker = tracker
+        self.trial_dir = trial_dir
+        self.storage = storage
+        study_id = storage.get_study_id_from_name(study.study_name)
+        self.heartbeat = Heartbeat(storage, storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
+        self.run_id: str | None = None
+        self.state: TrialState | None = None     # set once, by the outcome
+        self.finished: FrozenTrial | None = None
+        self.folders: list[tuple[Path, str]] = []   # (folder, artifact prefix) logged if the trial fails
+
+    @classmethod
+    def ask(cls, study: optuna.Study, storage: BaseStorage, tracker: StudyTracker,
+            trial_dir_of: Callable[[int], Path]) -> TrialOwner:
+        """Take the study's next trial: a queued one (reference, retry) first, else a sampled one."""
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are meant for Study.optimize; this owner sends them itself.
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = study.ask()
+        for key in ATTEMPT_ATTRS:
+            if key in trial.user_attrs:
+                trial.set_user_attr(key, None)
+        return cls(study, trial, storage, tracker, trial_dir_of(trial.number))
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def stored(self) -> FrozenTrial:
+        """The trial as the storage holds it, with what a retry inherited (system attrs, earlier
+        epochs' values) that `optuna.Trial` does not expose."""
+        return self.storage.get_trial(self.heartbeat.trial_id)
+
+    # -- while it runs -------------------------------------------------------------------------
+    def start(self, config: dict[str, Any], searched: list[str], seeds: list[int]) -> None:
+        """Open the trial's MLflow run and note where its results live."""
+        self.run_id = self.tracker.start_trial(self.number, config, searched)
+        self.set_attrs({"mlflow_run_id": self.run_id, "trial_dir": str(self.trial_dir), "seeds": seeds,
+                        "worker": f"{socket.gethostname()}:{os.getpid()}"})
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        for key, value in json_safe(attrs).items():
+            self.trial.set_user_attr(key, value)
+
+    def record(self, facts: dict[str, float]) -> None:
+        """Facts reports read from both stores: user attrs in Optuna, metrics in MLflow (NaN and inf,
+        null in Optuna, are left out of MLflow)."""
+        safe = json_safe(facts)
+        for key, value in safe.items():
+            self.trial.set_user_attr(key, value)
+        if self.run_id is not None:
+            self.tracker.log_metrics(self.run_id, {k: v for k, v in safe.items() if v is not None})
+
+    def keep_files(self, folder: Path, prefix: str = "") -> None:
+        """A folder whose results are logged to the run if the trial ends in an error."""
+        self.folders.append((folder, prefix))
+
+    def report(self, epoch: int, value: float) -> None:
+        """An epoch's value, which the pruner compares across trials (once per epoch: a retry
+        inherits the epochs its predecessor reported)."""
+        if epoch not in self.stored().intermediate_values:
+            self.trial.report(value, step=epoch)
+
+    def should_prune(self) -> bool:
+        return self.trial.should_prune()
+
+    # -- outcomes: exactly one per trial ---------------------------------------------------------
+    def complete(self, value: float) -> None:
+        self._end(TrialState.COMPLETE, "", value)
+
+    def prune(self, message: str) -> None:
+        self._end(TrialState.PRUNED, message)
+
+    def fail(self, message: str) -> None:
+        self.trial.set_user_attr("fail_reason", message)
+        self._end(TrialState.FAIL, message)
+
+    def skip_repeat(self, of: int) -> None:
+        """The sampler proposed an earlier trial's point: not trained, not counted."""
+        self.trial.set_user_attr("repeat_of", of)
+        self._end(TrialState.PRUNED, f"repeat of trial {of}: not trained")
+
+    def _end(self, state: TrialState, message: str, value: float | None = None) -> None:
+        if self.state is not None:
+            raise RuntimeError(f"trial {self.number} already ended {self.state.name}; cannot end it {state.name}")
+        self.state = state
+        if self.run_id is not None:
+            self.tracker.end_trial(self.run_id, state.name, message)
+        # skip_if_finished: the trial was failed by another worker that took this one for dead
+        # (a heartbeat missed under load); its retry is already queued.
+        self.finished = self.study.tell(self.trial, values=value, state=None if value is not None else state,
+                                        skip_if_finished=True)
+
+    # -- the with block -------------------------------------------------------------------------
+    def __enter__(self) -> TrialOwner:
+        self.heartbeat.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: object) -> bool:
+        try:
+            if err is not None and self.state is None:
+                self._record_error(err)
+                if isinstance(err, KeyboardInterrupt):
+                    self.fail("interrupted")
+                elif isinstance(err, StopRequested):
+                    self.fail(str(err))
+                else:
+                    self.fail(repr(err))
+            elif err is None and self.state is None:
+                raise RuntimeError(f"trial {self.number} left its owner without an outcome")
+        finally:
+            self.heartbeat.stop()
+        # An error in one trial is that trial's failure, recorded with its traceback; the worker
+        # goes on (and stops after several in a row). Ctrl-C and the like stop the worker.
+        return isinstance(err, Exception)
+
+    def _record_error(self, err: BaseException) -> None:
+        """The traceback in the trial's folder, and everything its seeds wrote, in its run."""
+        self.trial_dir.mkdir(parents=True, exist_ok=True)
+        (self.trial_dir / ERROR_FILE).write_text("".join(traceback.format_exception(err)))
+        if self.run_id is not None:
+            self.tracker.log_files(self.run_id, self.trial_dir)
+            for folder, prefix in self.folders:
+                if folder != self.trial_dir:
+                    self.tracker.log_files(self.run_id, folder, prefix)
+
+
+def close_lost_run(tracker: StudyTracker, trial: FrozenTrial) -> None:
+    """Close the MLflow run of a trial whose worker died (its owner is gone with it), if the run
+    is that trial's own and still open (a retry carries its predecessor's run id until it starts)."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        tracker.close_lost_trial(run_id, trial.number, "worker lost: no heartbeat within the grace period")
+
