@@ -25,7 +25,7 @@ from harness.outputs.plots import plot_psnr_per_frame
 from models.checkpoint import load_checkpoint, load_model
 from models.data import TestSequence, load_dance_data
 from models.generate import RepeatFirstFrame, generate_sequences, untrained_model
-from models.trainer import LAST_CHECKPOINT
+from models.records import LAST_CHECKPOINT
 
 OTHER_SETS = {"unseen": {"seed": 7, "appearance": "shifted"}, "holdout": {"seed": 11, "appearance": "bright"}}
 CURVES = ("model", "repeat first frame", "untrained model")
@@ -50,9 +50,9 @@ def score(checkpoint: Path, root: Path) -> dict[str, dict[str, np.ndarray]]:
     scores = {}
     for name, candidate in models.items():
         generated = generate_sequences(candidate, sequences, **rollout)
-        regions = {"whole": np.mean([g.psnr.numpy() for g in generated], axis=0)}
+        regions = {"whole": np.mean([g.psnr for g in generated], axis=0)}
         for region in generated[0].region_psnr:
-            regions[region] = np.nanmean([g.region_psnr[region].numpy() for g in generated], axis=0)
+            regions[region] = np.nanmean([g.region_psnr[region] for g in generated], axis=0)
         scores[name] = regions
     return scores
 

@@ -25,7 +25,7 @@ from common import record
 
 from models.cvae import VideoCVAE
 from models.execution import Execution
-from models.trainer import resolve_device
+from models.execution import resolve_device
 
 HEIGHT, WIDTH, TRAIN_LEN = 32, 64, 16
 SLOW_CALL_S = 30.0

@@ -42,7 +42,7 @@ from models.config import TrainConfig
 from models.cvae import VideoCVAE
 from models.execution import Execution
 from models.packing import PackedModels
-from models.trainer import resolve_device
+from models.execution import resolve_device
 
 HEIGHT, WIDTH = 32, 64
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"

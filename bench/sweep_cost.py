@@ -63,13 +63,11 @@ def budget_estimate(study: str, steps: int) -> list[str]:
     trainer.train_img, trainer.train_label = trainer.train_img[:steps * config.batch_size], \
         trainer.train_label[:steps * config.batch_size]
     sequences = len(data.train_runs(config.train_vi_len, config.partial)[0])
-    trainer.train_epoch()                                  # warm-up
-    start = time.perf_counter()
-    trainer.train_epoch()
-    step_s = (time.perf_counter() - start) / steps
-    start = time.perf_counter()
-    trainer.validate(trainer.epoch_val_len)
-    epoch_val_s = time.perf_counter() - start
+    trainer.advance()                                      # warm-up
+    trainer.advance()
+    record = trainer.records[-1]
+    step_s = record.seconds / steps
+    epoch_val_s = record.val_seconds
     final_val_s = epoch_val_s * (config.val_vi_len - 1) / (trainer.epoch_val_len - 1)
     train_epoch_s = math.ceil(sequences / config.batch_size) * step_s
     trial_s = config.epochs * (train_epoch_s + epoch_val_s) + final_val_s

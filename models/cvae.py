@@ -423,3 +423,11 @@ class VideoCVAE(nn.Module):
                     prev = prev.mul(255).round().div(255)
                 out[:, step] = prev
         return out
+
+
+def initial_model(config: TrainConfig) -> VideoCVAE:
+    """The model a run of `config` starts from, on the CPU: its weights drawn from the run's seed, with
+    the process's own random state left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return VideoCVAE.from_config(config)

@@ -20,6 +20,13 @@ from torch import nn
 CPU_PASS_ACTIVATION = 4 * 192 * 32 * 64
 
 
+def resolve_device(name: str) -> torch.device:
+    """A torch device by name; "auto" is CUDA where there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @dataclass(frozen=True)
 class Execution:
     frames_per_pass: int | None = None   # None: the whole batch of frames in one pass

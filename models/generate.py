@@ -1,25 +1,16 @@
 """The lab's test protocol: roll out each pose sequence from its given first frame."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import time
+from typing import Callable
 
-import numpy as np
 import torch
 
 from .config import TrainConfig
-from .cvae import VideoCVAE
+from .cvae import VideoCVAE, initial_model
 from .data import TestSequence, to_uint8, to_unit
 from .metrics import masked_psnr_per_frame, psnr_per_frame
-
-
-@dataclass
-class Generated:
-    index: int
-    frames: torch.Tensor                 # uint8 [T, 3, H, W]; frame 0 is the given frame
-    psnr: torch.Tensor | None            # [T'] per frame, where ground truth exists
-    # [T'] per frame over the figure and the background (metrics.REGIONS), where masks exist too
-    region_psnr: dict[str, torch.Tensor] = field(default_factory=dict)
+from .records import MODEL, REPEAT_FIRST_FRAME, UNTRAINED_MODEL, Generated
 
 
 class RepeatFirstFrame:
@@ -34,8 +25,7 @@ class RepeatFirstFrame:
 
 def untrained_model(config: TrainConfig, device: torch.device | str = "cpu") -> VideoCVAE:
     """The model a training run of `config` starts from (same seed, so the same weights): a baseline."""
-    torch.manual_seed(config.seed)
-    return VideoCVAE.from_config(config).to(device)
+    return initial_model(config).to(device)
 
 
 def rollout_length(seq: TestSequence, length: int | None) -> int:
@@ -65,18 +55,35 @@ def generate_sequences(model: VideoCVAE | RepeatFirstFrame, sequences: list[Test
             if seq.truth is not None:
                 shared = min(count, len(seq.truth))
                 truth = to_unit(seq.truth[:shared])
-                psnr = psnr_per_frame(seq_pred[:shared], truth)
+                psnr = psnr_per_frame(seq_pred[:shared], truth).numpy()
                 if seq.masks is not None:
-                    region_psnr = masked_psnr_per_frame(seq_pred[:shared], truth, seq.masks[:shared])
-            results[seq.index] = Generated(seq.index, seq_frames, psnr, region_psnr)
+                    region_psnr = {name: curve.numpy() for name, curve in
+                                   masked_psnr_per_frame(seq_pred[:shared], truth, seq.masks[:shared]).items()}
+            shown_truth = None if seq.truth is None else seq.truth[:count].numpy()
+            results[seq.index] = Generated(seq.index, seq_frames.numpy(), seq.labels[:count].numpy(), shown_truth,
+                                           psnr, region_psnr)
     return [results[seq.index] for seq in sequences]
 
 
-def write_submission_csv(generated: list[Generated], path: Path) -> None:
-    """Header, an `id` column counting rows from 0, then each frame's values
-    flattened in C, H, W order as integers round(255 x); sequences one after another."""
-    frames = torch.cat([g.frames for g in generated]).reshape(-1, np.prod(generated[0].frames.shape[1:]))
-    values = frames.numpy().astype(np.int64)
-    ids = np.arange(len(values))[:, None]
-    header = "id," + ",".join(str(i) for i in range(values.shape[1]))
-    np.savetxt(path, np.hstack([ids, values]), fmt="%d", delimiter=",", header=header, comments="")
+def rollouts_with_baselines(model: VideoCVAE, config: TrainConfig, sequences: list[TestSequence], *,
+                            samples: int, seed: int, length: int | None, device: torch.device,
+                            progress: Callable[[str], None]) -> dict[str, list[Generated]]:
+    """The model's rollout of every sequence and, where ground truth exists, the baselines' (repeating
+    the first frame, the untrained model) on the same sequences, by name ("model" first)."""
+    rollout = {"samples": samples, "seed": seed, "length": length, "device": device,
+               "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize}
+    frames = sum(rollout_length(seq, length) for seq in sequences)
+
+    def timed(name: str, source: VideoCVAE | RepeatFirstFrame) -> list[Generated]:
+        # A 630-frame rollout takes about a minute on a CPU: say what is running and how long it took.
+        progress(f"{name}: rolling out {frames} frames ...")
+        started = time.perf_counter()
+        results = generate_sequences(source, sequences, **rollout)
+        progress(f"{name}: done in {time.perf_counter() - started:.1f}s")
+        return results
+
+    runs = {MODEL: timed(MODEL, model)}
+    if any(gen.psnr is not None for gen in runs[MODEL]):
+        runs[REPEAT_FIRST_FRAME] = timed(f"baseline {REPEAT_FIRST_FRAME}", RepeatFirstFrame())
+        runs[UNTRAINED_MODEL] = timed(f"baseline {UNTRAINED_MODEL}", untrained_model(config, device))
+    return runs

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from .packed_trainer import PackedTrainer, pack_key
-from .trainer import Trainer, TrainResult
+from .records import EpochRecord, RunSummary
+from .trainer import Trainer
 
-# Called once per epoch that every trainer of a group has finished, with each trainer's metrics
+# Called once per epoch that every trainer of a group has finished, with each trainer's record
 # of that epoch; returns a reason to stop them all, or None to go on.
-EpochHook = Callable[[int, list[dict]], "str | None"]
+EpochHook = Callable[[int, list[EpochRecord]], "str | None"]
 
 
 class Lockstep:
@@ -55,14 +56,14 @@ class Lockstep:
                 trainer.request_stop(f"seed {diverged[0].config.seed} diverged")
         self._judge()
 
-    def finish(self) -> list[TrainResult]:
+    def finish(self) -> list[RunSummary]:
         return [trainer.finish() for trainer in self.trainers]
 
     def _judge(self) -> None:
         """Pass each newly finished epoch to the hook; stop everyone when it says so."""
-        finished = min(len(t.history) for t in self.trainers)
+        finished = min(t.epoch for t in self.trainers)
         for epoch in range(self.judged, finished):
-            reason = self.on_epoch(epoch, [t.history[epoch] for t in self.trainers]) if self.on_epoch else None
+            reason = self.on_epoch(epoch, [t.records[epoch] for t in self.trainers]) if self.on_epoch else None
             if reason:
                 for trainer in self.trainers:
                     trainer.request_stop(reason)

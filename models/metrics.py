@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
+from .records import REGIONS   # the parts of a frame scored apart where the data has masks: figure, rest
+
 # A perfect frame has MSE 0 and infinite PSNR; cap it so means stay finite.
 MIN_MSE = 1e-10
-# The parts of a frame scored apart where the data has figure masks: the mask's pixels and the rest.
-REGIONS = ("figure", "background")
 
 
 def mse_per_frame(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -1,57 +1,38 @@
 """Training loop for the CVAE: schedules, validation rollouts, checkpoints, resume.
 
-Knows nothing of Optuna or MLflow: the harness plugs in through `Callback`.
+Knows nothing of Optuna or MLflow: it publishes what happens as frozen records (models.records) to its
+callbacks, and the harness plugs in there. An epoch is a sequence of `TrainingStep`s, the one public
+step: a trainer alone runs each step's forward and backward itself (`advance`); a packed trainer
+(models.packed_trainer) runs those of several trainers as one pass and leaves the rest to each.
+
+A training step never waits for the device: finite checks, skipped updates, rewinds and loss tallies
+are computed there, and read once per epoch (and when a progress line asks for the loss).
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import torch
 
-from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
-from .checkpoint_files import BEST_CHECKPOINT, LAST_CHECKPOINT
-from .config import TrainConfig
-from .cvae import VideoCVAE
 from .augment import add_noise, recolour
-from .data import DanceData, to_unit
-from .execution import Execution
-from .metrics import mean_rollout_psnr
+from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
+from .config import TrainConfig
+from .cvae import VideoCVAE, initial_model
+from .data import DanceData, to_uint8
+from .execution import Execution, resolve_device
+from .records import (BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Curves, EpochRecord, RolloutFrames, RunStart,
+                      RunSummary, StepRecord)
 from .schedules import KLAnnealing, TeacherForcing
 from .seeds import stream_seed
 from .validation import Validation
 
-
-class Callback:
-    """Hooks the trainer calls; override what you need. Call `trainer.request_stop(reason)` to stop."""
-
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-
-    def on_epoch_start(self, trainer: "Trainer") -> None: ...
-
-    def on_step_end(self, trainer: "Trainer", step: int, steps: int, loss: float) -> None: ...
-
-    def on_epoch_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
-
-    def on_train_end(self, trainer: "Trainer", result: "TrainResult") -> None: ...
-
-
-@dataclass
-class TrainResult:
-    status: str                      # "completed", "stopped" or "diverged"
-    epochs_run: int
-    message: str
-    val_psnr: float                  # mean over frames 1..T-1 of the last per-epoch validation
-    best_val_psnr: float
-    history: list[dict] = field(default_factory=list)
-    final_val_psnr: float = math.nan  # the full val_vi_len rollout after the last epoch (completed runs only)
-    final_val_seconds: float = 0.0
-    final_val_psnr_figure: float = math.nan       # the same rollout over the figure's pixels (data with masks)
-    final_val_psnr_background: float = math.nan   # ... and over the rest
+# Non-finite steps in a row after which the weights, not one batch, are to blame: the trainer goes
+# back to the state it had at the start of the epoch and goes on with the next batch.
+REWIND_AFTER = 2
 
 
 def loss_terms(config: TrainConfig, pred: torch.Tensor, target: torch.Tensor,
@@ -70,37 +51,112 @@ def loss_terms(config: TrainConfig, pred: torch.Tensor, target: torch.Tensor,
     return recon, kl
 
 
-class Diverged(RuntimeError):
-    pass
-
-
 class Batch(NamedTuple):
     frames: torch.Tensor        # [B, T, 3, H, W], the targets (colour-augmented when configured)
     poses: torch.Tensor
     inputs: torch.Tensor        # the frames the model is conditioned on (noisy with input_noise)
     forced: bool                # teacher forced
     eps: torch.Tensor           # the latent noise, VideoCVAE.latent_noise
+    detach_feedback: bool       # without teacher forcing, feed predictions back without their gradient
 
 
-@dataclass
-class EpochTally:
-    start: float
-    totals: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))
-    forced_batches: int = 0
-    skipped: int = 0
-    failed_in_a_row: int = 0
-    rewinds: int = 0
+class _Tally:
+    """An epoch's running sums, on the device: losses of the finite steps, counts of finite, skipped and
+    bad-in-a-row steps, rewinds."""
+
+    def __init__(self, device: torch.device):
+        # float64 sums where the device has it; float32 on Apple's MPS, which does not
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.sums = torch.zeros(3, dtype=dtype, device=device)           # loss, recon, kl
+        self.counts = torch.zeros(4, dtype=torch.int64, device=device)   # finite, skipped, bad in a row, rewinds
+
+    def add(self, values: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+        """Count one step (`ok`: its update was made); returns whether it is time to rewind."""
+        self.sums += torch.where(ok, values, torch.zeros_like(values)).to(self.sums.dtype)
+        bad = (~ok).long()
+        self.counts[0] += ok.long()
+        self.counts[1] += bad
+        self.counts[2] = (self.counts[2] + 1) * bad
+        rewind = self.counts[2] >= REWIND_AFTER
+        self.counts[3] += rewind.long()
+        self.counts[2] *= (~rewind).long()
+        return rewind
+
+    def read(self) -> tuple[list[float], int, int]:
+        """(mean loss, recon, kl over the finite steps, skipped steps, rewinds): the epoch's one read."""
+        counts = self.counts.tolist()
+        means = (self.sums / max(1, counts[0])).tolist()
+        return means, counts[1], counts[3]
 
 
-# Non-finite steps in a row after which the weights, not one batch, are to blame: the trainer goes
-# back to the state it had at the start of the epoch and goes on with the next batch.
-REWIND_AFTER = 2
+class TrainingStep:
+    """One step of an epoch: its batch; `loss` from the forward pass run by the caller; after the caller's
+    backward, `update` clips, updates (skipped when the loss or a gradient is not finite), averages,
+    counts, and rewinds to the epoch's start after REWIND_AFTER bad steps in a row."""
+
+    def __init__(self, epoch: _Epoch, step: int, batch: Batch):
+        self.epoch = epoch
+        self.step = step
+        self.batch = batch
+        self._values: torch.Tensor | None = None
+        self.updated = False
+
+    def loss(self, pred: torch.Tensor, kl_per_step: torch.Tensor) -> torch.Tensor:
+        """The step's loss (to backpropagate) from the forward pass's prediction and KL per step."""
+        trainer = self.epoch.trainer
+        config = trainer.config
+        recon, kl = loss_terms(config, pred.float(), self.batch.frames[:, 1:], kl_per_step.float())
+        loss = config.w_recon * recon + config.w_kl * trainer.kl_annealing.beta * kl
+        self._values = torch.stack([loss.detach(), recon.detach(), kl.detach()])
+        return loss
+
+    def update(self) -> None:
+        if self._values is None:
+            raise RuntimeError("TrainingStep.update before loss: call loss(), backpropagate it, then update()")
+        trainer, values = self.epoch.trainer, self._values
+        norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.config.grad_clip)
+        ok = torch.isfinite(values).all() & torch.isfinite(norm)
+        trainer.optimizer.found_inf = (~ok).float()     # fused Adam skips the update on the device
+        trainer.optimizer.step()
+        trainer.update_average(ok)
+        self.epoch.rewind_if(self.epoch.tally.add(values, ok))
+        self.updated = True
+        record = StepRecord(trainer.epoch, self.step, trainer.steps_per_epoch, trainer.frames_per_step,
+                            read_loss=lambda: float(values[0]))
+        for callback in trainer.callbacks:
+            callback.on_step_end(record)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+class _Epoch:
+    """One epoch of a trainer, as its steps in order (see `Trainer.epoch_steps`)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.started = time.perf_counter()
+        self.tally = _Tally(trainer.device)
+        state = trainer.state_tensors()                         # updated in place through the epoch
+        # Floating-point state rewinds in one foreach call; batch norm's integer counters one by one.
+        self.state = [t for t in state if t.is_floating_point()]
+        self.counters = [t for t in state if not t.is_floating_point()]
+        self.start_state = [t.clone() for t in self.state]      # where a rewind goes back to
+        self.start_counters = [t.clone() for t in self.counters]
+        self.forced_batches = 0
+
+    def rewind_if(self, rewind: torch.Tensor) -> None:
+        """Back to the epoch's start where `rewind` (on the device) holds; else nothing changes."""
+        # Weight 1 gives the start exactly, 0 the current state (both finite: no update writes a non-finite value).
+        torch._foreach_lerp_(self.state, self.start_state, rewind.float())
+        for counter, start in zip(self.counters, self.start_counters):
+            counter.copy_(torch.where(rewind, start, counter))
+
+    def __iter__(self) -> Iterator[TrainingStep]:
+        for step in range(self.trainer.steps_per_epoch):
+            batch = self.trainer.batch(step)
+            self.forced_batches += batch.forced
+            training_step = TrainingStep(self, step, batch)
+            yield training_step
+            if not training_step.updated:
+                raise RuntimeError(f"step {step} of epoch {self.trainer.epoch + 1} was not updated")
 
 
 class Trainer:
@@ -113,44 +169,40 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
 
-        torch.manual_seed(config.seed)
         self.execution = Execution.default_for(self.device, config.d_out_dim, config.height, config.width)
-        self.model = self.execution.prepare(VideoCVAE.from_config(config).to(self.device))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.model = self.execution.prepare(initial_model(config).to(self.device))
+        self.optimizer = _optimizer(self.model, config.lr)
         # With `ema`, the weights' moving average is the model that is scored and exported.
         self.averaged = copy.deepcopy(self.model).requires_grad_(False) if config.ema else None
-        self.averaged_steps = 0
+        self.averaged_steps = torch.zeros((), device=self.device)    # finite steps averaged so far
         self.kl_annealing = KLAnnealing(config.kl_anneal_type, config.epochs,
                                         config.kl_anneal_cycle, config.kl_anneal_ratio)
         self.teacher_forcing = TeacherForcing(config.tfr, config.tfr_sde, config.tfr_d_step)
-        # Separate streams: batch order and teacher-forcing draws on the CPU,
-        # latent noise on the training device. Both are saved in checkpoints.
-        self.sampler = torch.Generator().manual_seed(stream_seed(config.seed, "order"))
-        self.noise = torch.Generator(device=self.device).manual_seed(stream_seed(config.seed, "noise"))
+        # Re-seeded at each epoch's start (models.seeds): batch order and teacher-forcing draws on the
+        # CPU, latent noise and augmentation on the training device.
+        self.sampler = torch.Generator()
+        self.noise = torch.Generator(device=self.device)
 
-        self.train_img, self.train_label = data.train_runs(config.train_vi_len, config.partial)
+        # The training runs live on the device (about 47 MB for the lab's data): a batch is an index.
+        train_img, train_label = data.train_runs(config.train_vi_len, config.partial)
+        self.train_img, self.train_label = train_img.to(self.device), train_label.to(self.device)
         self.validation = Validation(config, data, self.device, self.execution)
 
-        self.epoch = 0                          # epochs completed
-        self.history: list[dict] = []
-        self.baselines: dict[str, list[float]] = {}
-        # Per baseline, its PSNR per frame by region (REGIONS); empty without masks, like the next one.
-        self.region_baselines: dict[str, dict[str, list[float]]] = {}
-        self.val_psnr_per_frame: list[float] = []
-        self.val_region_psnr_per_frame: dict[str, list[float]] = {}
-        self.best_val_psnr = -math.inf
+        self.records: list[EpochRecord] = []
+        self.baselines: dict[str, Curves] = {}
         self.baseline_seconds = 0.0
-        self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first val sequence
-        self.last_val_mse = math.nan    # the last rollout's MSE over predicted frames: the validation loss
-        self._order: torch.Tensor | None = None     # this epoch's batch order (begin_epoch)
-        self._tally: EpochTally | None = None       # this epoch's running sums
-        self._epoch_start_state: dict | None = None  # weights and optimizer at the start of this epoch
+        self.curves: Curves | None = None               # the last rollout's PSNR per frame
+        self.best_val_psnr = -math.inf
+        self.last_rollout: torch.Tensor | None = None   # uint8 [T, 3, H, W], first validation sequence
+        self.last_val_mse = math.nan
+        self._order: torch.Tensor | None = None         # this epoch's batch order, on the device
+        self._forced: list[bool] = []                   # this epoch's teacher-forcing draws
         self._stop_reason: str | None = None
-        self._outcome: tuple[str, str] | None = None     # (status, message) once the run has ended early
+        self._outcome: tuple[str, str] | None = None    # (status, message) once the run has ended early
 
     @classmethod
     def resume(cls, checkpoint: str | Path, data: DanceData, run_dir: str | Path | None = None,
-               callbacks: list[Callback] | tuple[Callback, ...] = ()) -> "Trainer":
+               callbacks: list[Callback] | tuple[Callback, ...] = ()) -> Trainer:
         """A trainer restored from a checkpoint; `fit()` continues where it stopped."""
         state = load_checkpoint(checkpoint)
         trainer = cls(config_from_checkpoint(state, checkpoint), data, run_dir, callbacks)
@@ -158,34 +210,23 @@ class Trainer:
         return trainer
 
     # -- control -------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return len(self.records)
+
     def request_stop(self, reason: str) -> None:
-        """Ask the trainer to stop after the current epoch (used by pruning callbacks); a run
-        whose last epoch is done completes."""
+        """Stop after the current epoch (a pruner, a diverged seed of the same trial); a run whose
+        last epoch is done completes."""
         self._stop_reason = reason
 
     @property
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.train_img) / self.config.batch_size)
 
-    # -- training ------------------------------------------------------------
-    def fit(self) -> TrainResult:
-        """Train until `config.epochs` epochs are done (continuing after a resume)."""
-        self.start()
-        while self.running:
-            self.advance()
-        return self.finish()
-
-    # `fit` in three parts, so that a caller can step several trainers in lockstep
-    # (the seeds of one trial) and decide between their epochs.
-    def start(self) -> None:
-        """Score the baselines (on a fresh run) and tell the callbacks that training starts."""
-        if self.epoch == 0 and self.config.baselines and not self.baselines:
-            start = time.perf_counter()
-            self.baselines, self.region_baselines = self.validation.baselines(self.scored_model)
-            self.baseline_seconds = time.perf_counter() - start
-        self._outcome = None
-        for callback in self.callbacks:
-            callback.on_train_start(self)
+    @property
+    def frames_per_step(self) -> int:
+        return self.config.batch_size * self.config.train_vi_len
 
     @property
     def running(self) -> bool:
@@ -195,162 +236,129 @@ class Trainer:
     def diverged(self) -> bool:
         return self._outcome is not None and self._outcome[0] == "diverged"
 
+    # -- a run: start, epochs, finish ----------------------------------------
+    def fit(self) -> RunSummary:
+        """Train until `config.epochs` epochs are done (continuing after a resume)."""
+        self.start()
+        while self.running:
+            self.advance()
+        return self.finish()
+
+    def start(self) -> None:
+        """Score the baselines (on a fresh run) and publish the run's start."""
+        if self.epoch == 0 and self.config.baselines and not self.baselines:
+            started = time.perf_counter()
+            self.baselines = self.validation.baselines(self.scored_model)
+            self.baseline_seconds = time.perf_counter() - started
+        self._outcome = None
+        start = RunStart(self.config, str(self.device), sum(p.numel() for p in self.model.parameters()),
+                         len(self.train_img), self.steps_per_epoch, len(self.validation.images), self.epoch_val_len,
+                         tuple(self.records), dict(self.baselines), self.checkpoint_dir,
+                         self.validation.masks is not None)
+        for callback in self.callbacks:
+            callback.on_train_start(start)
+
     def advance(self) -> None:
-        """Train and validate one epoch, checkpoint it, and call the epoch callbacks."""
-        self.epoch_started()
-        try:
-            metrics = self.train_epoch()
-        except Diverged as err:
-            self.stop_diverged(err)
-            return
-        self.epoch_trained(metrics)
+        """One epoch alone: each step's forward and backward here, the rest in its TrainingStep."""
+        for step in self.epoch_steps():
+            batch = step.batch
+            with self.execution.autocast(self.device):
+                pred, kl_per_step = self.model.reconstruct(
+                    batch.inputs, batch.poses, batch.forced, frames_per_pass=self.execution.frames_per_pass,
+                    detach_feedback=batch.detach_feedback, reference=batch.frames[:, 0], eps=batch.eps)
+            loss = step.loss(pred, kl_per_step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            step.update()
 
-    # `advance` in parts, so that a packed trainer (models.packed_trainer) can run the training
-    # passes of several trainers as one and leave everything else to each of them.
-    def epoch_started(self) -> None:
+    def epoch_steps(self) -> Iterator[TrainingStep]:
+        """The next epoch as its training steps, in order; each must be updated before the next comes.
+        After the last, the epoch is validated, checkpointed and published (unless it diverged)."""
+        self._draw_epoch()
         for callback in self.callbacks:
-            callback.on_epoch_start(self)
+            callback.on_epoch_start(self.epoch)
+        epoch = _Epoch(self)
+        yield from epoch
+        self._end_epoch(epoch)
 
-    def stop_diverged(self, err: Diverged) -> None:
-        self._outcome = ("diverged", str(err))
-
-    def epoch_trained(self, metrics: dict[str, float]) -> None:
-        """Validate the epoch just trained, step the schedules, checkpoint, call the epoch callbacks."""
-        val_start = time.perf_counter()
-        per_frame, regions = self.validate(self.epoch_val_len)
-        metrics["val_psnr"] = mean_rollout_psnr(per_frame)
-        metrics |= {f"val_psnr_{name}": mean_rollout_psnr(curve, skip_nan=True) for name, curve in regions.items()}
-        metrics["val_mse"] = self.last_val_mse
-        metrics["val_frames"] = self.epoch_val_len
-        metrics["val_seconds"] = time.perf_counter() - val_start
-        self.keep_curves(per_frame, regions)
-        self.history.append(metrics)
-        self.kl_annealing.step()
-        self.teacher_forcing.step()
-        self.epoch += 1
-        improved = metrics["val_psnr"] > self.best_val_psnr
-        self.best_val_psnr = max(self.best_val_psnr, metrics["val_psnr"])
-        self.save_checkpoints(improved)
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, metrics)
-
-    def finish(self) -> TrainResult:
-        """The run's result, scored on the full rollout when it completed; calls the end callbacks."""
+    def finish(self) -> RunSummary:
+        """The run's summary, scored on the full rollout when it completed; published to the callbacks."""
         if self._outcome is not None:
             status, message = self._outcome
         elif self.epoch < self.config.epochs:
             status, message = "stopped", f"stopped after epoch {self.epoch}: {self._stop_reason}"
         else:
             status, message = "completed", f"completed {self.config.epochs} epochs"
-        last = self.history[-1]["val_psnr"] if self.history else math.nan
-        result = TrainResult(status, self.epoch, message, last, self.best_val_psnr, list(self.history))
-        if status == "completed":
-            self.final_validation(result)
+        final_seconds = self._final_validation() if status == "completed" else 0.0
+        summary = RunSummary(status, message, self.config.epochs, tuple(self.records), self.best_val_psnr,
+                             self.curves, dict(self.baselines), self.baseline_seconds, self._rollout_frames(),
+                             final_seconds, self.validation.masks is not None)
         for callback in self.callbacks:
-            callback.on_train_end(self, result)
-        return result
+            callback.on_train_end(summary)
+        return summary
 
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the training runs in a fresh random order."""
-        self.begin_epoch()
-        for step in range(self.steps_per_epoch):
-            batch = self.next_batch(step)
-            with self.execution.autocast(self.device):
-                pred, kl_per_step = self.model.reconstruct(
-                    batch.inputs, batch.poses, batch.forced, frames_per_pass=self.execution.frames_per_pass,
-                    detach_feedback=self.config.feedback == "detached", reference=batch.frames[:, 0], eps=batch.eps)
-            loss, values = self.loss(batch, pred, kl_per_step)
-            finite = bool(torch.isfinite(values).all())
-            if finite:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-            self.end_step(step, values, finite)
-        return self.end_epoch()
-
-    # -- one training step, in the parts a packed trainer interleaves ----------
-    def begin_epoch(self) -> None:
+    # -- inside an epoch -----------------------------------------------------
+    def _draw_epoch(self) -> None:
+        """The epoch's batch order and teacher-forcing draws (CPU), and its noise stream (device)."""
         self.model.train()
-        self._order = torch.randperm(len(self.train_img), generator=self.sampler)
-        self._tally = EpochTally(start=time.perf_counter())
-        self._epoch_start_state = copy.deepcopy(self.weights_state())
+        self.sampler.manual_seed(stream_seed(self.config.seed, "order", self.epoch))
+        self.noise.manual_seed(stream_seed(self.config.seed, "noise", self.epoch))
+        self._order = torch.randperm(len(self.train_img), generator=self.sampler).to(self.device)
+        # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
+        draws = torch.rand(self.steps_per_epoch, generator=self.sampler)
+        self._forced = (draws < self.teacher_forcing.ratio).tolist()
 
-    def weights_state(self) -> dict:
-        """What an update changes: the weights (and their average) and the optimizer's moments."""
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                **({"averaged_model": self.averaged.state_dict(), "averaged_steps": self.averaged_steps}
-                   if self.averaged is not None else {})}
-
-    def load_weights_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.averaged is not None:
-            self.averaged.load_state_dict(state["averaged_model"])
-            self.averaged_steps = state["averaged_steps"]
-
-    def next_batch(self, step: int) -> Batch:
-        """Step `step`'s batch, its teacher-forcing draw, noisy inputs and latent noise, drawn from
-        this run's streams in a fixed order (so that a packed member draws what it would alone)."""
+    def batch(self, step: int) -> Batch:
+        """Step `step`'s batch, noisy inputs and latent noise, drawn from this run's streams in a fixed
+        order (so that a packed member draws what it would alone)."""
         cfg = self.config
         self.set_learning_rate(self.epoch * self.steps_per_epoch + step)
         idx = self._order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        frames = to_unit(self.train_img[idx], self.device)
+        frames = self.train_img[idx].float().div_(255.0)
         if cfg.colour_augment:
             frames = recolour(frames, self.noise, cfg.colour_augment_share)
-        poses = to_unit(self.train_label[idx], self.device)
-        # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
-        forced = bool(torch.rand((), generator=self.sampler) < self.teacher_forcing.ratio)
-        self._tally.forced_batches += forced
-        inputs = self.noisy(frames)
-        return Batch(frames, poses, inputs, forced, self.model.latent_noise(inputs, self.noise))
+        poses = self.train_label[idx].float().div_(255.0)
+        inputs = add_noise(frames, cfg.input_noise, self.noise) if cfg.input_noise else frames
+        return Batch(frames, poses, inputs, self._forced[step], self.model.latent_noise(inputs, self.noise),
+                     cfg.feedback == "detached")
 
-    def loss(self, batch: Batch, pred: torch.Tensor, kl_per_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's loss, and [loss, recon, kl] detached in float64 on the CPU."""
-        cfg = self.config
-        recon, kl = loss_terms(cfg, pred.float(), batch.frames[:, 1:], kl_per_step.float())
-        loss = cfg.w_recon * recon + cfg.w_kl * self.kl_annealing.beta * kl
-        return loss, torch.stack([loss.detach(), recon.detach(), kl.detach()]).double().cpu()
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor an update changes, in a fixed order: weights and batch-norm statistics, the
+        optimizer's moments and step counts, the weights' average and its step count."""
+        tensors = [p.data for p in self.model.parameters()] + list(self.model.buffers())
+        for p in self.model.parameters():
+            tensors += [value for value in self.optimizer.state[p].values() if torch.is_tensor(value)]
+        if self.averaged is not None:
+            tensors += [p.data for p in self.averaged.parameters()] + list(self.averaged.buffers())
+        return tensors + [self.averaged_steps]
 
-    def end_step(self, step: int, values: torch.Tensor, finite: bool) -> None:
-        """After the backward pass of a finite loss: clip, update, average. An overflow, in the forward
-        pass (the gated FFNs multiply activations along a long free-running chain) or in backprop, skips
-        the update, as loss scalers do. Two in a row mean the weights themselves have gone bad (one
-        update can tip the gated FFNs into overflow on every input): the trainer rewinds to the start of
-        the epoch and goes on with the next batch, as large-model training restarts before a loss spike
-        and skips the batches that led there. More than a quarter of an epoch's steps skipped diverges."""
-        tally, steps = self._tally, self.steps_per_epoch
-        if finite:
-            finite = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                                        self.config.grad_clip)))
-        if finite:
-            self.optimizer.step()
-            self.update_average()
-            tally.totals += values
-            tally.failed_in_a_row = 0
-        else:
-            tally.skipped += 1
-            tally.failed_in_a_row += 1
-            if tally.skipped > max(1, steps // 4):
-                raise Diverged(f"diverged at epoch {self.epoch + 1}, step {step + 1}: non-finite loss or "
-                               f"gradients in {tally.skipped} of {step + 1} steps, {tally.rewinds} rewind(s) to "
-                               f"the epoch's start (last: loss={values[0].item():.4g} recon={values[1].item():.4g} "
-                               f"kl={values[2].item():.4g})")
-            if tally.failed_in_a_row == REWIND_AFTER:
-                self.load_weights_state(self._epoch_start_state)
-                tally.rewinds += 1
-                tally.failed_in_a_row = 0
+    def _end_epoch(self, epoch: _Epoch) -> None:
+        """Diverge on too many skipped steps; else validate, step the schedules, checkpoint, publish."""
+        (loss, recon, kl), skipped, rewinds = epoch.tally.read()
+        steps = self.steps_per_epoch
+        seconds = time.perf_counter() - epoch.started
+        if skipped > max(1, steps // 4):
+            self._outcome = ("diverged", f"diverged at epoch {self.epoch + 1}: non-finite loss or gradients in "
+                                         f"{skipped} of {steps} steps, {rewinds} rewind(s) to the epoch's start")
+            return
+        val_started = time.perf_counter()
+        score = self.validation.score(self.scored_model, self.epoch_val_len)
+        self.curves, self.last_rollout, self.last_val_mse = score.curves, score.first_rollout, score.mse
+        record = EpochRecord(
+            epoch=self.epoch, loss=loss, recon=recon, kl=kl, beta=self.kl_annealing.beta,
+            tfr=self.teacher_forcing.ratio, teacher_forced=epoch.forced_batches / steps,
+            lr=self.optimizer.param_groups[0]["lr"], skipped_steps=skipped, rewinds=rewinds, seconds=seconds,
+            val_psnr=score.curves.mean(), val_psnr_figure=score.curves.mean("figure"),
+            val_psnr_background=score.curves.mean("background"), val_mse=score.mse, val_frames=self.epoch_val_len,
+            val_seconds=time.perf_counter() - val_started, curves=score.curves)
+        self.records.append(record)
+        self.kl_annealing.step()
+        self.teacher_forcing.step()
+        improved = record.val_psnr > self.best_val_psnr
+        self.best_val_psnr = max(self.best_val_psnr, record.val_psnr)
+        self.save_checkpoints(improved)
         for callback in self.callbacks:
-            callback.on_step_end(self, step, steps, values[0].item())
-
-    def end_epoch(self) -> dict[str, float]:
-        tally, steps = self._tally, self.steps_per_epoch
-        means = (tally.totals / max(1, steps - tally.skipped)).tolist()
-        return {
-            "epoch": self.epoch, "loss": means[0], "recon": means[1], "kl": means[2],
-            "beta": self.kl_annealing.beta, "tfr": self.teacher_forcing.ratio,
-            "teacher_forced": tally.forced_batches / steps, "skipped_steps": tally.skipped,
-            "rewinds": tally.rewinds,
-            "lr": self.optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - tally.start,
-        }
+            callback.on_epoch_end(record)
 
     def learning_rate(self, global_step: int) -> float:
         """The learning rate of a training step: linear warm-up, then constant or cosine to 0."""
@@ -361,94 +369,87 @@ class Trainer:
             rate *= 0.5 * (1 + math.cos(math.pi * global_step / total))
         return rate
 
+    def set_learning_rate(self, global_step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(global_step)
+
     @property
     def scored_model(self) -> VideoCVAE:
         """The model validation rolls out and checkpoints export: the weights' average with `ema`."""
         return self.averaged if self.averaged is not None else self.model
 
     @torch.no_grad()
-    def update_average(self) -> None:
-        """One step of the weights' moving average; its decay ramps up over the first steps
-        ((1 + n) / (10 + n), capped at `ema`) so that the average does not remember the init."""
+    def update_average(self, ok: torch.Tensor) -> None:
+        """One step of the weights' moving average, made only when the step's update was (`ok`, on the
+        device); its decay ramps up over the first steps ((1 + n) / (10 + n), capped at `ema`) so that
+        the average does not remember the init."""
         if self.averaged is None:
             return
-        self.averaged_steps += 1
-        decay = min(self.config.ema, (1 + self.averaged_steps) / (10 + self.averaged_steps))
-        for mine, theirs in zip(self.averaged.parameters(), self.model.parameters()):
-            mine.lerp_(theirs, 1 - decay)
-        for mine, theirs in zip(self.averaged.buffers(), self.model.buffers()):   # batch-norm statistics
-            mine.copy_(theirs)
-
-    def set_learning_rate(self, global_step: int) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(global_step)
-
-    def noisy(self, frames: torch.Tensor) -> torch.Tensor:
-        """The frames the model is conditioned on: with `input_noise`, noisy (augment.add_noise)."""
-        return add_noise(frames, self.config.input_noise, self.noise) if self.config.input_noise else frames
+        self.averaged_steps += ok.float()
+        decay = torch.clamp((1 + self.averaged_steps) / (10 + self.averaged_steps), max=self.config.ema)
+        torch._foreach_lerp_(list(self.averaged.parameters()), list(self.model.parameters()),
+                             (1 - decay) * ok.float())
+        torch._foreach_copy_(list(self.averaged.buffers()), list(self.model.buffers()))  # batch-norm statistics
 
     # -- validation ----------------------------------------------------------
     @property
     def epoch_val_len(self) -> int:
         return self.config.val_epoch_len or self.config.val_vi_len
 
-    def final_validation(self, result: TrainResult) -> None:
-        """Score the last model on the full val_vi_len rollout (reusing the last epoch's when it was full length)."""
-        start = time.perf_counter()
+    def _final_validation(self) -> float:
+        """Score the last model on the full val_vi_len rollout (reusing the last epoch's when it was full
+        length); returns the seconds it took."""
+        started = time.perf_counter()
         if self.epoch_val_len < self.config.val_vi_len or self.last_rollout is None:
-            self.keep_curves(*self.validate())
-        result.final_val_psnr = mean_rollout_psnr(torch.tensor(self.val_psnr_per_frame))
-        regions = {name: mean_rollout_psnr(torch.tensor(curve), skip_nan=True)
-                   for name, curve in self.val_region_psnr_per_frame.items()}
-        result.final_val_psnr_figure = regions.get("figure", math.nan)
-        result.final_val_psnr_background = regions.get("background", math.nan)
-        result.final_val_seconds = time.perf_counter() - start
+            score = self.validation.score(self.scored_model)
+            self.curves, self.last_rollout, self.last_val_mse = score.curves, score.first_rollout, score.mse
+        return time.perf_counter() - started
 
-    def keep_curves(self, per_frame: torch.Tensor, regions: dict[str, torch.Tensor]) -> None:
-        """Keep the latest rollout's PSNR per frame, whole and by region."""
-        self.val_psnr_per_frame = per_frame.tolist()
-        self.val_region_psnr_per_frame = {name: curve.tolist() for name, curve in regions.items()}
-
-    def validate(self, length: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The scored model's PSNR per frame [T] over the first `length` validation frames (all by
-        default), averaged over the sequences, and the same by region; keeps its rollout and MSE."""
-        score = self.validation.score(self.scored_model, length)
-        self.last_rollout, self.last_val_mse = score.first_rollout, score.mse
-        return score.per_frame, score.regions
+    def _rollout_frames(self) -> RolloutFrames | None:
+        if self.last_rollout is None:
+            return None
+        truth, poses = self.validation.first_sequence(self.last_rollout.shape[0])
+        return RolloutFrames(self.last_rollout.numpy(), truth.numpy(), poses.numpy())
 
     # -- checkpoints ---------------------------------------------------------
     def state_dict(self) -> dict:
+        curves = self.curves or Curves(())
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config.to_dict(),
             "epoch": self.epoch,
-            **self.weights_state(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **({"averaged_model": self.averaged.state_dict(), "averaged_steps": int(self.averaged_steps)}
+               if self.averaged is not None else {}),
             "kl_annealing": self.kl_annealing.state_dict(),
             "teacher_forcing": self.teacher_forcing.state_dict(),
-            "rng": {"sampler": self.sampler.get_state(), "noise": self.noise.get_state(),
-                    "torch": torch.get_rng_state()},
-            "history": self.history,
-            "baselines": self.baselines,
-            "region_baselines": self.region_baselines,
-            "val_psnr_per_frame": self.val_psnr_per_frame,
-            "val_region_psnr_per_frame": self.val_region_psnr_per_frame,
+            "history": [record.row() for record in self.records],
+            "baselines": {name: list(c.whole) for name, c in self.baselines.items()},
+            "region_baselines": {name: {r: list(v) for r, v in c.regions.items()}
+                                 for name, c in self.baselines.items() if c.regions},
+            "val_psnr_per_frame": list(curves.whole),
+            "val_region_psnr_per_frame": {r: list(v) for r, v in curves.regions.items()},
             "best_val_psnr": self.best_val_psnr,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.load_weights_state(state)
+        """Restore a checkpoint's state (written on any device: random streams are re-seeded per epoch,
+        so none is restored)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.averaged is not None:
+            self.averaged.load_state_dict(state["averaged_model"])
+            self.averaged_steps.fill_(state["averaged_steps"])
         self.kl_annealing.load_state_dict(state["kl_annealing"])
         self.teacher_forcing.load_state_dict(state["teacher_forcing"])
-        self.sampler.set_state(state["rng"]["sampler"])
-        self.noise.set_state(state["rng"]["noise"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.epoch = state["epoch"]
-        self.history = list(state["history"])
-        self.baselines = dict(state["baselines"])
-        self.val_psnr_per_frame = list(state["val_psnr_per_frame"])
-        # Checkpoints from before masked PSNR have neither.
-        self.region_baselines = dict(state.get("region_baselines", {}))
-        self.val_region_psnr_per_frame = dict(state.get("val_region_psnr_per_frame", {}))
+        # Checkpoints from before masked PSNR have no region curves.
+        regions = state.get("region_baselines", {})
+        self.baselines = {name: Curves.of(whole, regions.get(name)) for name, whole in state["baselines"].items()}
+        self.curves = Curves.of(state["val_psnr_per_frame"], state.get("val_region_psnr_per_frame"))
+        rows = list(state["history"])
+        self.records = [EpochRecord.from_row(row, self.curves if i == len(rows) - 1 else None)
+                        for i, row in enumerate(rows)]
         self.best_val_psnr = state["best_val_psnr"]
 
     @property
@@ -462,3 +463,16 @@ class Trainer:
         atomic_torch_save(self.state_dict(), last)
         if improved:
             atomic_copy(last, self.checkpoint_dir / BEST_CHECKPOINT)
+
+
+def _optimizer(model: VideoCVAE, lr: float) -> torch.optim.Adam:
+    """Adam, fused: it skips a step on the device when told `found_inf`. Its state is made at once (a
+    skipped step), so that an epoch's start can be kept and rewound to from the first step on."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.found_inf = torch.ones((), device=next(model.parameters()).device)
+    optimizer.step()
+    del optimizer.found_inf
+    optimizer.zero_grad(set_to_none=True)
+    return optimizer

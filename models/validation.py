@@ -12,23 +12,26 @@ from .cvae import VideoCVAE
 from .data import DanceData, to_uint8, to_unit
 from .execution import Execution
 from .metrics import masked_psnr_per_frame, mse_per_frame, psnr_from_mse, psnr_per_frame
+from .records import REPEAT_FIRST_FRAME, UNTRAINED_MODEL, Curves
 from .seeds import stream_seed
 
 
 class Score(NamedTuple):
-    per_frame: torch.Tensor                 # PSNR per frame [T], the mean over the sequences
-    regions: dict[str, torch.Tensor]        # the same over each region (metrics.REGIONS); empty without masks
-    first_rollout: torch.Tensor             # uint8 [T, 3, H, W], the first sequence's rollout
+    curves: Curves                          # PSNR per frame, the mean over the sequences (regions with masks)
+    first_rollout: torch.Tensor             # uint8 [T, 3, H, W], the first sequence's rollout, on the CPU
     mse: float                              # MSE over the predicted frames 1..T-1: the validation loss
 
 
 class Validation:
-    """The validation sequences of a run and how a model is rolled out on them: in eval mode, with
-    the run's own fixed noise seed (the same draws every epoch), z and 8-bit feedback as configured."""
+    """The validation sequences of a run, kept on its device, and how a model is rolled out on them: in
+    eval mode, with the run's own fixed noise seed (the same draws every epoch), z and 8-bit feedback as
+    configured."""
 
     def __init__(self, config: TrainConfig, data: DanceData, device: torch.device, execution: Execution):
         self.config, self.device, self.execution = config, device, execution
-        self.images, self.poses, self.masks = data.val_runs(config.val_vi_len, config.val_max_sequences)
+        images, poses, masks = data.val_runs(config.val_vi_len, config.val_max_sequences)
+        self.images, self.poses = images.to(device), poses.to(device)
+        self.masks = None if masks is None else masks.to(device)
 
     def rollout(self, model: VideoCVAE, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator(device=self.device).manual_seed(stream_seed(self.config.seed, "rollout"))
@@ -47,8 +50,8 @@ class Validation:
         frames = to_unit(self.images[:, :length], self.device)
         pred = self.rollout(model, frames[:, 0], to_unit(self.poses[:, :length], self.device))
         mse = mse_per_frame(pred, frames)
-        return Score(psnr_from_mse(mse).mean(dim=0).cpu(), self.region_psnr(pred, frames), to_uint8(pred[0]).cpu(),
-                     float(mse[:, 1:].mean()))
+        curves = Curves.of(psnr_from_mse(mse).mean(dim=0).cpu(), self.region_psnr(pred, frames))
+        return Score(curves, to_uint8(pred[0]).cpu(), float(mse[:, 1:].mean()))
 
     def region_psnr(self, pred: torch.Tensor, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """PSNR per frame [T] over the figure and over the background, by REGIONS name, of `pred` against
@@ -56,18 +59,18 @@ class Validation:
         those where the region is empty. Empty without masks."""
         if self.masks is None:
             return {}
-        mask = self.masks[:, :frames.shape[1]].to(self.device)
+        mask = self.masks[:, :frames.shape[1]]
         return {name: curve.nanmean(dim=0).cpu() for name, curve in masked_psnr_per_frame(pred, frames, mask).items()}
 
-    def baselines(self, untrained: VideoCVAE) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
-        """PSNR per frame of two references: repeating frame 0, and the untrained model; whole frame, and
-        by region (left out without masks)."""
+    def baselines(self, untrained: VideoCVAE) -> dict[str, Curves]:
+        """PSNR per frame of two references on the whole rollout: repeating frame 0, and the untrained
+        model; by region too where the data has masks."""
         frames = to_unit(self.images, self.device)
         repeat = frames[:, :1].expand_as(frames)
-        untrained_score = self.score(untrained)
-        whole = {"repeat first frame": psnr_per_frame(repeat, frames).mean(dim=0).cpu(),
-                 "untrained model": untrained_score.per_frame}
-        regions = {"repeat first frame": self.region_psnr(repeat, frames), "untrained model": untrained_score.regions}
-        return ({name: curve.tolist() for name, curve in whole.items()},
-                {name: {region: curve.tolist() for region, curve in by_region.items()}
-                 for name, by_region in regions.items() if by_region})
+        return {REPEAT_FIRST_FRAME: Curves.of(psnr_per_frame(repeat, frames).mean(dim=0).cpu(),
+                                              self.region_psnr(repeat, frames)),
+                UNTRAINED_MODEL: self.score(untrained).curves}
+
+    def first_sequence(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first sequence's first `count` frames and poses, uint8 [count, 3, H, W] on the CPU."""
+        return self.images[0, :count].cpu(), self.poses[0, :count].cpu()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from harness.spec.fingerprint import (CURRENT_VERSION, FINGERPRINT_ATTR, VERSION_ATTR, canonical_form, fingerprint_v1,
-                                 spec_fingerprint, spec_matches_study)
+                                 spec_fingerprint, spec_matches)
 from harness.store.locations import resolve_stores
 from harness.store.optuna_storage import open_storage
 from harness.spec import ParamSpec, StudySpec, load_study_spec
@@ -92,7 +92,7 @@ def test_a_changed_spec_is_refused(legacy_runs, tmp_path, change, upgraded):
 def test_a_record_of_an_unknown_version_is_refused(legacy_runs):
     study = optuna.load_study(study_name="legacy", storage=resolve_stores(legacy_runs).storage_url)
     study.set_user_attr(VERSION_ATTR, CURRENT_VERSION + 1)
-    assert not spec_matches_study(study, stored_spec("legacy"))
+    assert not spec_matches(study.user_attrs, stored_spec("legacy"))
 
 
 def test_a_new_study_records_the_current_version(tmp_path):

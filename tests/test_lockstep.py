@@ -3,7 +3,8 @@ training crashes, leaves at once, and a group beside it trains exactly as it wou
 import pytest
 
 from models.lockstep import Lockstep, PackFailed, advance_together
-from models.trainer import Callback, Trainer
+from models.records import Callback
+from models.trainer import Trainer
 
 
 def train_alone(config, data, folder):
@@ -15,7 +16,7 @@ def train_alone(config, data, folder):
 
 
 class CrashAtEpochEnd(Callback):
-    def on_epoch_end(self, trainer, metrics):
+    def on_epoch_end(self, record):
         raise OSError("disk full")
 
 
@@ -25,7 +26,7 @@ def test_a_stopped_group_leaves_and_the_other_trains_as_alone(tiny_data, tiny_co
     alone = train_alone(config, tiny_data, tmp_path / "alone")
     seen = []
 
-    def prune_at_first_epoch(epoch, rows):
+    def prune_at_first_epoch(epoch, records):
         seen.append(epoch)
         return "pruned"
 
@@ -37,7 +38,7 @@ def test_a_stopped_group_leaves_and_the_other_trains_as_alone(tiny_data, tiny_co
         rounds += 1
     assert rounds == 3 and seen == [0]
     (pruned,), (finished,) = stopped.finish(), kept.finish()
-    assert pruned.status == "stopped" and len(stopped.trainers[0].history) == 1
+    assert pruned.status == "stopped" and stopped.trainers[0].epoch == 1
     assert finished.status == "completed"
     assert finished.final_val_psnr == pytest.approx(alone.final_val_psnr, abs=0.05)
 

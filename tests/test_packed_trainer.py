@@ -6,7 +6,8 @@ import math
 import pytest
 
 from models.packed_trainer import PackedTrainer
-from models.trainer import Callback, Trainer
+from models.records import Callback, RunSummary
+from models.trainer import Trainer
 
 # The bias before the label encoder's batch norm has a zero gradient up to rounding, which Adam scales
 # up to whole steps in any run (tests/test_packing.py): compared by its effect, not its value.
@@ -17,8 +18,17 @@ class StepLosses(Callback):
     def __init__(self):
         self.losses: list[float] = []
 
-    def on_step_end(self, trainer, step, steps, loss):
-        self.losses.append(loss)
+    def on_step_end(self, step):
+        self.losses.append(step.loss)
+
+
+def fit_packed(members: list[Trainer]) -> list[RunSummary]:
+    """Train the members as one pack until none runs (what models.lockstep does for a worker)."""
+    for trainer in members:
+        trainer.start()
+    while any(t.running for t in members):
+        PackedTrainer(members).advance()
+    return [t.finish() for t in members]
 
 
 def configs(tiny_config):
@@ -42,10 +52,10 @@ def test_packed_members_equal_their_separate_runs(tiny_data, tiny_config, tmp_pa
     recorders = [StepLosses(), StepLosses()]
     members = [Trainer(config, tiny_data, tmp_path / f"packed-{k}", callbacks=[recorders[k]])
                for k, config in enumerate(configs(tiny_config))]
-    results = PackedTrainer(members).fit()
+    results = fit_packed(members)
 
     assert [r.status for r in results] == ["completed", "completed"]
-    forced = [[h["teacher_forced"] for h in t.history] for t in separate]
+    forced = [[r.teacher_forced for r in t.records] for t in separate]
     assert forced[0] != forced[1] and 0 < forced[0][0] < 1    # mixed packs: forced and free-running steps
     for alone, packed, own_losses, recorder in zip(separate, members, separate_losses, recorders):
         # Rounding differs (grouped convolutions), and Adam carries it on: equal at the first step, within
@@ -57,10 +67,9 @@ def test_packed_members_equal_their_separate_runs(tiny_data, tiny_config, tmp_pa
             # stays within 2% of its norm (measured over 3 epochs: 0.7% at most), and the rollouts agree (below)
             if name != NOISE_DRIVEN:
                 assert (q - p).norm() <= 2e-2 * p.norm(), name
-        assert packed.val_psnr_per_frame == pytest.approx(alone.val_psnr_per_frame, abs=0.05)   # measured: 0.012 dB
+        assert packed.curves.whole == pytest.approx(alone.curves.whole, abs=0.05)   # measured: 0.012 dB
         assert (packed.last_rollout.int() - alone.last_rollout.int()).abs().max() <= 1     # 8-bit pixels
-        assert [h["val_psnr"] for h in packed.history] == pytest.approx([h["val_psnr"] for h in alone.history],
-                                                                          abs=0.05)
+        assert [r.val_psnr for r in packed.records] == pytest.approx([r.val_psnr for r in alone.records], abs=0.05)
     assert separate_losses[0] != pytest.approx(separate_losses[1], rel=1e-2)
 
 
@@ -71,7 +80,7 @@ def test_a_member_that_diverges_leaves_the_pack_and_the_others_finish(tiny_data,
     alone.fit()
     members = [Trainer(tiny_config, tiny_data, tmp_path / "ok"),
                Trainer(tiny_config.replace(w_kl=1e300, kl_anneal_type="None"), tiny_data, tmp_path / "bad")]
-    results = PackedTrainer(members).fit()
+    results = fit_packed(members)
     assert results[0].status == "completed" and results[1].status == "diverged"
     assert results[1].message.startswith("diverged at epoch 1")
     assert math.isfinite(results[0].final_val_psnr)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 import pytest
 
 from harness.outputs import progress
 from harness.outputs.progress import ProgressReporter, format_duration
+from models.records import EpochRecord
 
 
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (59.4, "59s"), (61, "1m01s"), (3600 + 120, "1h02m")])
@@ -22,12 +22,12 @@ def test_epoch_time_and_eta_count_only_the_trainers_own_epochs(monkeypatch):
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     stream = io.StringIO()
     reporter = ProgressReporter(stream=stream)
-    trainer = SimpleNamespace(config=SimpleNamespace(epochs=4), epoch=0, best_val_psnr=20.0)
-    metrics = {"loss": 0.1, "recon": 0.1, "kl": 0.0, "beta": 1.0, "tfr": 1.0, "val_psnr": 20.0}
+    reporter.epochs = 4     # what on_train_start would have read from the run's config
     for epoch in range(2):
-        reporter.on_epoch_start(trainer)
-        trainer.epoch = epoch + 1
-        reporter.on_epoch_end(trainer, metrics | {"epoch": epoch})
+        reporter.on_epoch_start(epoch)
+        reporter.on_epoch_end(EpochRecord(epoch=epoch, loss=0.1, recon=0.1, kl=0.0, beta=1.0, tfr=1.0,
+                                          teacher_forced=1.0, lr=1e-3, skipped_steps=0, rewinds=0, seconds=60.0,
+                                          val_psnr=20.0))
     first, second = stream.getvalue().splitlines()
     assert first.startswith("epoch 1/4:") and "| 1m00s | ETA 3m00s" in first
     assert second.startswith("epoch 2/4:") and "| 1m00s | ETA 2m00s" in second

@@ -279,7 +279,10 @@ def test_weight_average_follows_its_formula_and_is_what_validation_scores(tiny_d
     trainer.optimizer.zero_grad()
     sum(p.sum() for p in trainer.model.parameters()).backward()
     trainer.optimizer.step()
-    trainer.update_average()
+    trainer.update_average(torch.tensor(False))     # a skipped step: the average stays
+    for avg, old in zip(trainer.averaged.parameters(), before):
+        torch.testing.assert_close(avg, old, rtol=0, atol=0)
+    trainer.update_average(torch.tensor(True))
     decay = min(0.9, 2 / 11)     # the ramp's first step
     for avg, old, new in zip(trainer.averaged.parameters(), before, trainer.model.parameters()):
         torch.testing.assert_close(avg, decay * old + (1 - decay) * new)

@@ -1,9 +1,7 @@
 """`harness generate`: roll out the test pose sequences of a checkpoint beside the baselines."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -28,18 +26,12 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
              seed: int, device: str) -> None:
     """Roll out each test pose sequence from its first frame: rollout GIFs, per-frame PSNR
     (CSV and PNG, where ground truth exists) and the submission CSV."""
-    import pandas as pd
-
+    from harness.outputs.generation import write_generation
+    from harness.worker.datasets import frames_cache_dir, resolve_data_root
     from models.checkpoint import load_model
     from models.data import load_test_sequences
-    from models.generate import (RepeatFirstFrame, generate_sequences, rollout_length, untrained_model,
-                                 write_submission_csv)
-    from models.metrics import REGIONS
-    from models.trainer import resolve_device
-
-    from harness.worker.datasets import frames_cache_dir, resolve_data_root
-    from harness.outputs.gif import to_uint8_frames, write_rollout_gif
-    from harness.outputs.plots import plot_psnr_per_frame
+    from models.execution import resolve_device
+    from models.generate import rollouts_with_baselines
 
     if length is not None and length < 2:
         raise ConfigError(f"--length must be >= 2, got {length}")
@@ -49,56 +41,8 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     sequences = load_test_sequences(root, height=config.height, width=config.width, cache_dir=frames_cache_dir())
     k = samples or config.val_samples
     echo(f"rolling out {len(sequences)} sequence(s) from {root} with K={k} on {torch_device}")
-    rollout = {"samples": k, "seed": seed, "length": length, "device": torch_device,
-               "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize}
-    frames = sum(rollout_length(seq, length) for seq in sequences)
-
-    def timed_rollout(name: str, source: Any) -> list:
-        # A 630-frame rollout takes about a minute on a CPU: say what is running and how long it took.
-        echo(f"{name}: rolling out {frames} frames ...")
-        started = time.perf_counter()
-        results = generate_sequences(source, sequences, **rollout)
-        echo(f"{name}: done in {time.perf_counter() - started:.1f}s")
-        return results
-
-    generated = timed_rollout("model", model)
-
+    runs = rollouts_with_baselines(model, config, sequences, samples=k, seed=seed, length=length,
+                                   device=torch_device, progress=echo)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, curves, figure_curves = [], {}, {}
-    for seq, gen in zip(sequences, generated):
-        count = len(gen.frames)
-        truth = to_uint8_frames(seq.truth[:count]) if seq.truth is not None else None
-        write_rollout_gif(out_dir / f"rollout_{gen.index}.gif", prediction=to_uint8_frames(gen.frames),
-                          truth=truth, pose=to_uint8_frames(seq.labels[:count]))
-    write_submission_csv(generated, out_dir / "submission.csv")
-    if any(gen.psnr is not None for gen in generated):
-        # Where ground truth exists, the two baselines roll out the same sequences beside the model.
-        runs = {"model": generated,
-                "repeat first frame": timed_rollout("baseline repeat first frame", RepeatFirstFrame()),
-                "untrained model": timed_rollout("baseline untrained model", untrained_model(config, torch_device))}
-        for name, results in runs.items():
-            for gen in results:
-                if gen.psnr is None:
-                    continue
-                label = f"sequence {gen.index}" + ("" if name == "model" else f": {name}")
-                curves[label] = gen.psnr.numpy()
-                if "figure" in gen.region_psnr:
-                    figure_curves[label] = gen.region_psnr["figure"].numpy()
-                # Region columns only where the test split has masks (NaN in a frame without the figure).
-                rows += [{"curve": name, "sequence": gen.index, "frame": i, "psnr": float(v),
-                          **{f"psnr_{region}": float(values[i]) for region, values in gen.region_psnr.items()}}
-                         for i, v in enumerate(gen.psnr)]
-        table = pd.DataFrame(rows)
-        table.to_csv(out_dir / "psnr_per_frame.csv", index=False)
-        plot_psnr_per_frame(curves, out_dir / "psnr_per_frame.png", title=f"Rollout PSNR per frame ({ckpt.name})",
-                            figure_psnr=figure_curves or None)
-        predicted = table[table.frame > 0]
-        for name, part in predicted.groupby("curve", sort=False):
-            regions = ", ".join(f"{region} {part[f'psnr_{region}'].mean():.2f} dB"
-                                for region in REGIONS if f"psnr_{region}" in part)
-            echo(f"mean PSNR over predicted frames, {name}: {part.psnr.mean():.2f} dB"
-                 + (f" ({regions})" if regions else ""))
-    echo(f"wrote {len(generated)} GIF(s), submission.csv ({sum(len(g.frames) for g in generated)} rows) to {out_dir}")
-
-
-
+    for line in write_generation(runs, out_dir, title=f"Rollout PSNR per frame ({ckpt.name})"):
+        echo(line)

@@ -55,7 +55,8 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
     quiet_libraries()
     import pandas as pd
 
-    from harness.report.tables import anneal_table, load_existing_study, trials_table
+    from harness.report.tables import anneal_table, trials_table
+    from harness.store.trials import load_existing_study
 
     if out is not None and not html_report:
         raise UsageError("--out is the folder of the --html report: give --html too")
@@ -102,10 +103,11 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     quiet_libraries()
     import tempfile
 
-    from harness.outputs.names import json_safe, write_config
-    from harness.report.tables import load_existing_study
-    from harness.store.optuna_storage import best_trial
-    from harness.store.tracking import StudyTracker, seed_prefix
+    from harness.outputs.files import json_safe, write_config
+    from harness.store.trials import load_existing_study
+    from harness.store.trials import best_trial
+    from harness.outputs.names import seed_prefix
+    from harness.store.tracking import StudyTracker
 
     stores = stores_from_options(runs_dir, storage, tracking_uri)
     name = study_name(study)

@@ -44,7 +44,8 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
     quiet_libraries()
     from harness.spec import load_study_spec
     from harness.worker.signals import StopRequested, StopSignals
-    from harness.worker.sweep import SweepError, run_sweep
+    from harness.errors import SweepError
+    from harness.worker.sweep import run_sweep
 
     if n_trials is not None and n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {n_trials}")
@@ -81,11 +82,12 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, runs_dir: Pat
     states = ", ".join(f"{count} {state.lower()}" for state, count in summary.states.items() if count)
     echo(f"study {summary.study_name}: {summary.counted}/{summary.target} trials ({states}); "
          f"this worker ran {summary.ran}")
-    if summary.best_number is not None:
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in summary.best_params.items())
-        spread = f" ± {summary.best_ci95:.2f}" if summary.best_ci95 is not None else ""
-        echo(f"best: trial {summary.best_number}, {summary.best_value:.2f}{spread} dB ({params})")
+    best = summary.best
+    if best is not None:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+        spread = best.user_attrs.get("value_ci95")
+        echo(f"best: trial {best.number}, {best.value:.2f}{f' ± {spread:.2f}' if spread is not None else ''} dB "
+             f"({params})")
     where = f" --runs-dir {runs_dir}" if runs_dir else ""
     echo(f"next: harness ui{where}   |   harness report --study {spec.name} --html{where}   |   "
          f"harness best --study {spec.name} --export ckpt{where}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Callable, get_args, get_origin
 
@@ -10,6 +9,8 @@ import click
 import yaml
 
 from models.config import CHOICES, ConfigError, TrainConfig
+
+from harness.outputs.names import CHECKPOINTS_DIR, LAST_CHECKPOINT
 
 from .common import echo, friendly_errors
 
@@ -68,9 +69,8 @@ def resolve_config(config_file: Path | None, data_dir: str | None, overrides: di
 def resumed_config(run_dir: Path, data_dir: str | None, overrides: dict) -> tuple[Path, TrainConfig]:
     """The checkpoint to resume and its config; typed options must agree with it."""
     from models.checkpoint import config_from_checkpoint, load_checkpoint
-    from models.trainer import LAST_CHECKPOINT
 
-    ckpt = run_dir / "checkpoints" / LAST_CHECKPOINT
+    ckpt = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
     if not ckpt.is_file():
         raise ConfigError(f"--resume: {ckpt} does not exist; nothing to resume in --out {run_dir}")
     config = config_from_checkpoint(load_checkpoint(ckpt), ckpt)
@@ -97,44 +97,23 @@ def resumed_config(run_dir: Path, data_dir: str | None, overrides: dict) -> tupl
 @friendly_errors
 def train(data_dir: str | None, run_dir: Path, config_file: Path | None, resume: bool, **overrides: Any) -> None:
     """Train the conditional VAE; a checkpoint every epoch, resumable with --resume."""
-    from models.data import load_dance_data
-    from models.trainer import LAST_CHECKPOINT, Trainer
-
-    from harness.worker.datasets import frames_cache_dir, resolve_data_root
-    from harness.outputs.progress import ProgressReporter
-    from harness.outputs.run_folder import RunOutputs
+    from harness.worker.single_run import train_in_folder
 
     if resume:
         if config_file is not None:
             raise ConfigError("--resume takes its config from the checkpoint; drop --config")
-        ckpt, config = resumed_config(run_dir, data_dir, overrides)
+        checkpoint, config = resumed_config(run_dir, data_dir, overrides)
     else:
-        config = resolve_config(config_file, data_dir, overrides)
-        existing = run_dir / "checkpoints" / LAST_CHECKPOINT
+        checkpoint, config = None, resolve_config(config_file, data_dir, overrides)
+        existing = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
         if existing.exists():
             raise ConfigError(f"--out {run_dir} already holds a run ({existing}); "
                               "pass --resume to continue it, or choose another --out")
-    root = resolve_data_root(config.data, config.height, config.width, progress=echo)
-    started = time.perf_counter()
-    dataset = load_dance_data(root, height=config.height, width=config.width, train_vi_len=config.train_vi_len,
-                              val_vi_len=config.val_vi_len, cache_dir=frames_cache_dir())
-    echo(f"loaded {root} in {time.perf_counter() - started:.1f}s")
-    callbacks = [ProgressReporter(), RunOutputs(run_dir, root)]
-    if resume:
-        trainer = Trainer.resume(ckpt, dataset, run_dir, callbacks)
-        echo(f"resuming {run_dir} at epoch {trainer.epoch + 1}")
-    else:
-        trainer = Trainer(config, dataset, run_dir, callbacks)
     try:
-        result = trainer.fit()
+        summary = train_in_folder(config, run_dir, echo, checkpoint)
     except KeyboardInterrupt:
-        echo(f"\ninterrupted: checkpoints up to epoch {trainer.epoch} are kept; "
-             f"continue with: harness train --out {run_dir} --resume")
         sys.exit(130)
     echo(f"outputs in {run_dir}")
-    if result.status == "diverged":
-        echo(f"error: {result.message}")
+    if summary.status == "diverged":
+        echo(f"error: {summary.message}")
         sys.exit(3)
-
-
-

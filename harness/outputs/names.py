@@ -1,15 +1,16 @@
-"""The names of the files a training run leaves in its folder, and how its YAML and JSON are written.
-
-Apart from `run_outputs` (which writes them during training and needs the trainer, so torch) so
-that commands reading a finished run or a store name and write them without importing torch.
+"""Every name scheme the harness writes and reads back, in one place: the files of a run folder, the
+metric keys of a trial's MLflow run, its per-frame curve keys, where one seed of several goes, the
+checkpoint artifact. Writers (run folder, MLflow logging) and readers (report, best, resume) import
+these; none spells a key itself.
 """
 from __future__ import annotations
 
-import math
-from pathlib import Path
+from models.records import BASELINES, BEST_CHECKPOINT, LAST_CHECKPOINT, MODEL, REGIONS, EpochRecord
 
-import yaml
+# The trainer's own names (models.records), listed here with the harness's.
+__all__ = ["BASELINES", "BEST_CHECKPOINT", "LAST_CHECKPOINT", "MODEL", "REGIONS"]
 
+# -- files of a run folder ------------------------------------------------------------------------
 CONFIG_FILE = "config.yaml"
 METRICS_CSV = "metrics.csv"
 METRICS_JSON = "metrics.json"
@@ -18,23 +19,69 @@ LOSS_PNG = "loss.png"
 SCHEDULES_PNG = "schedules.png"
 PSNR_PNG = "psnr_per_frame.png"
 ROLLOUT_GIF = "rollout.gif"
-ERROR_FILE = "error.txt"       # the traceback of a trial that ended in an error
+ERROR_FILE = "error.txt"            # the traceback of a trial that ended in an error
+CHECKPOINTS_DIR = "checkpoints"     # the trainer writes LAST_CHECKPOINT and BEST_CHECKPOINT there
+# The files of a run folder that go to its MLflow run, in this order.
+RUN_FILES = (CONFIG_FILE, METRICS_CSV, METRICS_JSON, PSNR_CSV, LOSS_PNG, SCHEDULES_PNG, PSNR_PNG, ROLLOUT_GIF,
+             ERROR_FILE)
+
+# -- names of things in a study -------------------------------------------------------------------
+CHECKPOINT_FOLDER = "checkpoint"    # in a trial's MLflow run (under seed_<s>/ for one seed of several)
+CHECKPOINT_ARTIFACT = f"{CHECKPOINT_FOLDER}/{LAST_CHECKPOINT}"
 
 
-def write_config(config_dict: dict, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_dict, sort_keys=False))
+def trial_name(number: int) -> str:
+    """A trial's folder under trials/STUDY/ and its MLflow run's name."""
+    return f"trial-{number:04d}"
 
 
-def _json_number(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def seed_prefix(seed: int, seeds: int) -> str:
+    """Where one seed's metrics and files go in its trial's run: the top level when the trial has
+    one seed, else under `seed_<s>/` (the top level then holds the seeds' means)."""
+    return "" if seeds == 1 else f"seed_{seed}/"
 
 
-def json_safe(obj: object) -> object:
-    """NaN and inf are not JSON: write them as null."""
-    if isinstance(obj, float):
-        return _json_number(obj)
-    if isinstance(obj, dict):
-        return {key: json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(value) for value in obj]
-    return obj
+def seed_folder_name(seed: int) -> str:
+    """A seed's folder in the folder of a trial with several seeds."""
+    return f"seed-{seed}"
+
+
+# -- metric keys ----------------------------------------------------------------------------------
+# The metrics of an epoch's record that a trial's run logs per epoch (the regions on data with masks).
+EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_psnr_figure",
+                 "val_psnr_background", "val_mse", "seconds", "val_seconds")
+# What a finished run logs once.
+FINAL_METRICS = ("best_val_psnr", "epochs_run", "final_val_psnr", "final_val_seconds", "final_val_psnr_figure",
+                 "final_val_psnr_background")
+
+
+def epoch_metrics(record: EpochRecord) -> dict[str, float]:
+    """The MLflow metrics of one epoch's record."""
+    row = record.row()
+    return {key: row[key] for key in EPOCH_METRICS if key in row}
+
+
+def model_metric(region: str | None = None) -> str:
+    """The key of the model's validation PSNR: val_psnr, or over a region val_psnr_figure, ..."""
+    return "val_psnr" + (f"_{region}" if region else "")
+
+
+def final_metric(region: str | None = None) -> str:
+    """The key of the final rollout's mean PSNR: final_val_psnr, final_val_psnr_figure, ..."""
+    return "final_" + model_metric(region)
+
+
+def baseline_key(name: str, region: str | None = None) -> str:
+    """The metric of a baseline's mean PSNR: baseline_repeat_first_frame, baseline_untrained_model_figure, ..."""
+    return "baseline_" + name.replace(" ", "_") + (f"_{region}" if region else "")
+
+
+def curve_key(name: str = MODEL, region: str | None = None) -> str:
+    """The key of a PSNR-per-frame series (the frame as its step): the model's val_psnr_per_frame,
+    val_psnr_figure_per_frame, ...; a baseline's baseline_repeat_first_frame_per_frame, ..."""
+    return (model_metric(region) if name == MODEL else baseline_key(name, region)) + "_per_frame"
+
+
+def psnr_column(name: str = MODEL, region: str | None = None) -> str:
+    """The column of a curve in a run folder's PSNR_CSV: "model", "model figure", "untrained model", ..."""
+    return name + (f" {region}" if region else "")

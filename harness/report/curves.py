@@ -7,10 +7,8 @@ from dataclasses import dataclass
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.store.tracking import TRIAL_TAG, StudyTracker, baseline_key
-
-# The baselines a trial scores on its validation rollout (models.validation.Validation.baselines).
-BASELINES = ("repeat first frame", "untrained model")
+from harness.outputs.names import BASELINES, MODEL, curve_key
+from harness.store.tracking import TRIAL_TAG, StudyTracker
 
 CURVE_KEYS = ("loss", "recon", "kl", "beta", "tfr", "val_psnr", "val_mse")
 
@@ -38,12 +36,10 @@ def trial_curves(tracker: StudyTracker, trial: FrozenTrial) -> TrialCurves | Non
     epochs = sorted(set().union(*(values.keys() for values in columns.values())))
     history = pd.DataFrame({"epoch": epochs, **{key: [columns[key].get(e, math.nan) for e in epochs]
                                                   for key in CURVE_KEYS}})
-    per_frame = _series(tracker, run_id, "val_psnr_per_frame")
-    baselines = {name: values for name in BASELINES
-                 if (values := _series(tracker, run_id, f"{baseline_key(name)}_per_frame"))}
-    figure = {name: values for name in ("model", *BASELINES)
-              if (values := _series(tracker, run_id, "val_psnr_figure_per_frame" if name == "model"
-                                    else f"{baseline_key(name, 'figure')}_per_frame"))}
+    per_frame = _series(tracker, run_id, curve_key(MODEL))
+    baselines = {name: values for name in BASELINES if (values := _series(tracker, run_id, curve_key(name)))}
+    figure = {name: values for name in (MODEL, *BASELINES)
+              if (values := _series(tracker, run_id, curve_key(name, "figure")))}
     return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame, baselines, figure)
 
 

@@ -19,7 +19,7 @@ from models.errors import HarnessError
 from .curves import best_per_anneal, trial_curves
 from .sections import (answer_section, curves_section, history_section, per_frame_section, rollout_section,
                               schedules_section, table_section)
-from harness.store.optuna_storage import best_trial
+from harness.store.trials import best_trial
 from .tables import trials_table
 from harness.store.tracking import StudyTracker
 

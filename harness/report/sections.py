@@ -16,9 +16,10 @@ from optuna.trial import FrozenTrial, TrialState
 from . import figures
 from .curves import CURVE_KEYS, TrialCurves
 from harness.outputs.names import ROLLOUT_GIF
-from harness.store.optuna_storage import best_trial
+from harness.store.trials import best_trial
 from .tables import anneal_table
-from harness.store.tracking import StudyTracker, seed_prefix
+from harness.outputs.names import seed_prefix
+from harness.store.tracking import StudyTracker
 
 SCHEDULES_PNG = "best_trial_schedules.png"
 CURVES_PNG = "curves_by_anneal.png"

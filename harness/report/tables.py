@@ -8,27 +8,10 @@ import pandas as pd
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from models.errors import HarnessError
-
 from harness.intervals import Interval, difference_interval, mean_interval, paired_difference_interval
-
 from harness.store.locations import Stores
-from harness.store.optuna_storage import STATES, best_trial, open_storage, state_counts
-
-
-class UnknownStudy(HarnessError):
-    """No study of that name in the storage."""
-
-
-def load_existing_study(stores: Stores, name: str) -> optuna.Study:
-    """The study called `name`; a clear error listing the storage's studies when there is none."""
-    storage = open_storage(stores)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        known = ", ".join(sorted(names)) or "none"
-        raise UnknownStudy(f"--study {name}: no such study in {stores.runs_dir if 'sqlite' in stores.storage_url else 'the storage'} "
-                           f"(studies there: {known})")
-    return optuna.load_study(study_name=name, storage=storage)
+from harness.store.optuna_storage import open_storage
+from harness.store.trials import STATES, best_trial, reference_trial, seed_values, state_counts
 
 
 def studies_table(stores: Stores) -> pd.DataFrame:
@@ -48,13 +31,6 @@ def studies_table(stores: Stores) -> pd.DataFrame:
                                        "best_trial", "started"])
 
 
-def seed_values(trial: FrozenTrial) -> list[float]:
-    """A completed trial's value per seed (one value for a one-seed trial); empty otherwise."""
-    if trial.state != TrialState.COMPLETE:
-        return []
-    return [float(v) for v in trial.user_attrs.get("seed_values") or [trial.value]]
-
-
 def gap_interval(a: FrozenTrial, b: FrozenTrial | None) -> Interval:
     """a's value minus b's with a 95% interval: paired by seed where both trained the same seeds
     (a sweep gives every trial the same ones), else Welch's; NaN without b or values."""
@@ -65,12 +41,6 @@ def gap_interval(a: FrozenTrial, b: FrozenTrial | None) -> Interval:
     if seeds and seeds == b.user_attrs.get("seeds") and len(values_a) == len(values_b) == len(seeds):
         return paired_difference_interval(values_a, values_b)
     return difference_interval(values_a, values_b)
-
-
-def reference_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The study's completed reference trial: its first enqueued one, the lab's defaults."""
-    return next((t for t in trials if t.user_attrs.get("enqueued") == "reference"
-                 and t.state == TrialState.COMPLETE), None)
 
 
 def verdict(gap: Interval) -> str:

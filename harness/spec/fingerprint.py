@@ -1,5 +1,5 @@
 """A study's spec fingerprint: a hash of what makes its trials comparable (data, budget, fixed
-values, metric, seeds, search space), recorded on the study with the version of its form.
+values, metric, seeds, search space), recorded on the study (as user attrs) with the version of its form.
 
 Each version's form is frozen: a stored study is checked with the version it recorded, so changing
 how a spec is loaded or represented never turns away a study created from the same spec.
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Callable
-
-import optuna
+from typing import Any, Callable, Mapping
 
 from .values import ParamSpec, StudySpec
 
@@ -69,22 +67,22 @@ def spec_fingerprint(spec: StudySpec) -> str:
     return FINGERPRINTS[CURRENT_VERSION](spec)
 
 
-def record_fingerprint(study: optuna.Study, spec: StudySpec) -> None:
-    study.set_user_attr(FINGERPRINT_ATTR, spec_fingerprint(spec))
-    study.set_user_attr(VERSION_ATTR, CURRENT_VERSION)
+def fingerprint_attrs(spec: StudySpec) -> dict[str, Any]:
+    """The study attrs that record `spec`'s fingerprint, in the current version."""
+    return {FINGERPRINT_ATTR: spec_fingerprint(spec), VERSION_ATTR: CURRENT_VERSION}
 
 
-def spec_matches_study(study: optuna.Study, spec: StudySpec) -> bool:
-    """Whether `spec` may continue `study`: true when the study's recorded fingerprint, in the version it
-    was recorded with (1 when unstated), is the spec's, or when it recorded none (created before
-    fingerprints). A match recorded by an older version is rewritten in the current one."""
-    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
+def spec_matches(attrs: Mapping[str, Any], spec: StudySpec) -> bool:
+    """Whether `spec` may continue the study whose user attrs are `attrs`: true when its recorded
+    fingerprint, in the version it was recorded with (1 when unstated), is the spec's, or when it
+    recorded none (created before fingerprints). A version this code does not know is unproven."""
+    recorded = attrs.get(FINGERPRINT_ATTR)
     if recorded is None:
         return True
-    version = study.user_attrs.get(VERSION_ATTR, 1)
-    fingerprint = FINGERPRINTS.get(version)
-    if fingerprint is None or fingerprint(spec) != recorded:    # a version this code does not know: unproven
-        return False
-    if version != CURRENT_VERSION:
-        record_fingerprint(study, spec)
-    return True
+    fingerprint = FINGERPRINTS.get(attrs.get(VERSION_ATTR, 1))
+    return fingerprint is not None and fingerprint(spec) == recorded
+
+
+def recorded_in_older_version(attrs: Mapping[str, Any]) -> bool:
+    """The study recorded a fingerprint in a version before the current one (rewrite it once matched)."""
+    return FINGERPRINT_ATTR in attrs and attrs.get(VERSION_ATTR, 1) != CURRENT_VERSION

@@ -19,6 +19,7 @@ from typing import Iterator
 
 from filelock import FileLock
 
+from harness.outputs.names import trial_name
 from models.errors import HarnessError
 
 DEFAULT_RUNS_DIR = "harness-runs"
@@ -44,7 +45,7 @@ class Stores:
     artifact_location: str | None    # for experiments the harness creates; None: the tracking server decides
 
     def trial_dir(self, study: str, trial_number: int) -> Path:
-        return self.runs_dir / TRIALS_DIR / study / f"trial-{trial_number:04d}"
+        return self.runs_dir / TRIALS_DIR / study / trial_name(trial_number)
 
 
 def sqlite_path(url: str) -> Path | None:

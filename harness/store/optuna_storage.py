@@ -1,5 +1,5 @@
-"""Reading a study's storage: opening it, counting its trials, finding the best. Light on purpose:
-the read-only commands (studies, report, best, ui) import this and never torch or the trainer."""
+"""Opening a study's Optuna storage: RDB (SQLite, PostgreSQL) or a journal file, with heartbeats for a
+worker. Light on purpose: the read-only commands (studies, report, best, ui) import this, never torch."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ from typing import Callable
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import FrozenTrial
 
 from harness.errors import UsageError
 from .journal import HeartbeatJournalStorage
@@ -19,8 +19,6 @@ from .locations import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, Stores, StoreUnava
 # $HARNESS_HEARTBEAT_SECONDS and $HARNESS_GRACE_SECONDS override them (every worker should agree).
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
-# The states reports count trials in, in the order they show them.
-STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -68,31 +66,3 @@ def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial],
         except sqlalchemy.exc.OperationalError as err:
             raise StoreUnavailable(f"--storage {safe_url(stores.storage_url)}: "
                                    f"cannot open ({connection_failure(err)})") from None
-
-
-def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
-    numbers: set[int] = set()
-    for trial in trials:
-        numbers.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
-    return numbers
-
-
-def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Trials that count toward the target: run or running, each retried trial once; a sampled
-    repeat of an earlier point, which was not trained, does not count."""
-    retried = retried_numbers(trials)
-    return [t for t in trials if t.state != TrialState.WAITING and t.number not in retried
-            and "repeat_of" not in t.user_attrs]
-
-
-def state_counts(trials: list[FrozenTrial]) -> dict[str, int]:
-    counts = {state.name: 0 for state in STATES}
-    for trial in trials:
-        counts[trial.state.name] += 1
-    return counts
-
-
-def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The completed trial with the highest value (the objective is maximised)."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    return max(complete, key=lambda t: t.value) if complete else None

@@ -1,7 +1,7 @@
 """MLflow logging for sweeps: one experiment and one parent run per study, one nested run per trial.
 
 Free of torch and the trainer (readers of a store use it); what a training run sends while it
-trains is `trial_logging`."""
+trains is harness.worker.mlflow_logger's."""
 from __future__ import annotations
 
 import math
@@ -9,15 +9,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from models.checkpoint_files import LAST_CHECKPOINT
-
-from harness.outputs import names as run_files
+from harness.outputs.names import (CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER, CHECKPOINTS_DIR, LAST_CHECKPOINT,
+                                   RUN_FILES, trial_name)
 from harness.errors import UsageError
 from .locations import Stores, check_tracking_server, prepare_sqlite, store_lock
 
@@ -26,10 +24,6 @@ ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
 TRIAL_TAG = "harness.trial"
 STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
 SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
-CHECKPOINT_FOLDER = "checkpoint"        # in a trial's run (under seed_<s>/ for one seed of several)
-CHECKPOINT_ARTIFACT = f"{CHECKPOINT_FOLDER}/{LAST_CHECKPOINT}"
-EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_psnr_figure",
-                 "val_psnr_background", "val_mse", "seconds", "val_seconds")   # the two regions on data with masks
 # Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # MLflow's log_batch takes at most 1000 metrics per call.
@@ -123,7 +117,7 @@ class StudyTracker:
     # -- trial level -----------------------------------------------------------
     def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str]) -> str:
         run = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{trial_number:04d}",
+            self.experiment_id, run_name=trial_name(trial_number),
             tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial", STUDY_TAG: self.study_name,
                   TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", SEARCHED_TAG: ",".join(searched)})
         params = [Param(key, str(value)) for key, value in config.items() if key != "loss_convention"]
@@ -148,12 +142,10 @@ class StudyTracker:
         """A run folder's config, tables, plots, GIF and last checkpoint, whichever exist, under
         the artifact folder `prefix` (one seed of several: `seed_<s>/`)."""
         where = prefix.rstrip("/") or None
-        for name in (run_files.CONFIG_FILE, run_files.METRICS_CSV, run_files.METRICS_JSON,
-                     run_files.PSNR_CSV, run_files.LOSS_PNG, run_files.SCHEDULES_PNG,
-                     run_files.PSNR_PNG, run_files.ROLLOUT_GIF, run_files.ERROR_FILE):
+        for name in RUN_FILES:
             if (folder / name).is_file():
                 self.client.log_artifact(run_id, str(folder / name), where)
-        checkpoint = folder / "checkpoints" / LAST_CHECKPOINT
+        checkpoint = folder / CHECKPOINTS_DIR / LAST_CHECKPOINT
         if checkpoint.is_file():
             self.upload_checkpoint(run_id, checkpoint, prefix)
 
@@ -185,30 +177,3 @@ class StudyTracker:
         """The run's latest checkpoint, copied into `out_dir`; MlflowException or OSError when it has none."""
         return Path(self.client.download_artifacts(run_id, prefix + CHECKPOINT_ARTIFACT, str(out_dir)))
 
-
-def baseline_key(name: str, region: str = "") -> str:
-    """The metric of a baseline's mean PSNR: baseline_repeat_first_frame, baseline_untrained_model_figure, ..."""
-    return "baseline_" + name.replace(" ", "_") + (f"_{region}" if region else "")
-
-
-def seed_prefix(seed: int, seeds: int) -> str:
-    """Where one seed's metrics and files go in its trial's run: the top level when the trial has
-    one seed, else under `seed_<s>/` (the top level then holds the seeds' means)."""
-    return "" if seeds == 1 else f"seed_{seed}/"
-
-
-def epoch_metrics(row: dict[str, float]) -> dict[str, float]:
-    """The MLflow metrics of one epoch's row of a trainer's history."""
-    return {key: row[key] for key in EPOCH_METRICS if key in row}
-
-
-def mean_epoch_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """The seeds' mean of each epoch metric (the trial's curve when it has several seeds)."""
-    return {key: float(np.mean([epoch_metrics(row)[key] for row in rows]))
-            for key in epoch_metrics(rows[0]) if all(key in row for row in rows)}
-
-
-def mean_final_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
-    """The seeds' mean of each final metric that every seed has."""
-    return {key: float(np.mean([metrics[key] for metrics in per_seed]))
-            for key in per_seed[0] if all(key in metrics for metrics in per_seed)}

@@ -1,29 +1,29 @@
-"""A sweep worker's loop: hold up to `trials_at_once` trials, train their epochs together, conclude
-each as it ends and take a new one in its place, until the study holds its target.
+"""A sweep worker's loop: hold up to `trials_at_once` trials, train their epochs together, take each
+trial's outcome as it ends and a new trial in its place, until the study holds its target.
 
 With one trial at a time this is the plain loop: ask, train, tell. With several (packing: the spec's
-or `--pack`'s members per batched pass, divided by the seeds per trial), every held trial keeps its
-own TrialOwner (heartbeat, MLflow run, outcome) and its own Lockstep group; only the training passes
-are shared (models.lockstep.advance_together). A trial that is pruned, diverges or fails leaves at
-the end of its epoch and a new trial takes its slot; one that crashes takes the members of its pack
-with it (their state is past repair), and the others go on.
+or `--pack`'s members per batched pass, divided by the seeds per trial), every held trial is its own
+`trial_epochs` generator (its own Trial, heartbeat, MLflow run, outcome) and its own Lockstep group;
+only the training passes are shared (models.lockstep.advance_together). A trial that is pruned,
+diverges or fails leaves at the end of its epoch and a new trial takes its slot; one that crashes
+takes the members of its pack with it (their state is past repair), and the others go on.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Generator
 
-import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
+from harness.errors import SweepError
+from harness.outputs.progress import format_duration
+from harness.store.optuna_storage import heartbeat_settings
+from harness.store.trials import best_trial, counted_trials, state_counts
 from models.lockstep import Lockstep, PackFailed, advance_together
 
-from harness.errors import SweepError
-from .training import SweepContext, TrialTraining
-from .signals import StopRequested
-from harness.store.optuna_storage import best_trial, counted_trials, heartbeat_settings, state_counts
-from .trial import TrialOwner
+from .training import Finished, WorkerContext, trial_epochs
 
 # A worker gives up after this many failed trials in a row: something is wrong beyond one config.
 MAX_CONSECUTIVE_FAILURES = 3
@@ -32,30 +32,28 @@ MAX_CONSECUTIVE_REPEATS = 20
 
 
 @dataclass
-class HeldTrial:
-    owner: TrialOwner
-    training: TrialTraining
+class Held:
+    """A trial this worker trains now: its life (from ask to tell) and its seeds' group."""
+    epochs: Generator[Lockstep, None, Finished]
     group: Lockstep
 
 
-@dataclass
 class SweepLoop:
     """One worker's trials: what it holds now, and its counts so far (for the progress lines)."""
-    study: optuna.Study
-    storage: optuna.storages.BaseStorage
-    ctx: SweepContext
-    target: int
-    timeout: float | None
-    trials_at_once: int
-    pack: int
-    on_stale: object                          # StaleTrialHandler: queues an interrupted trial again
-    report: object                            # (trials, best, finished trial, target, durations, echo) -> None
-    held: list[HeldTrial] = field(default_factory=list)
-    ran: int = 0
-    durations: list[float] = field(default_factory=list)
-    failures_in_row: int = 0
-    repeats_in_row: int = 0
-    exhausted: bool = False                   # the sampler keeps proposing points the study has
+
+    def __init__(self, ctx: WorkerContext, *, target: int, timeout: float | None, trials_at_once: int, pack: int):
+        self.ctx = ctx
+        self.study = ctx.parts.study
+        self.target = target
+        self.timeout = timeout
+        self.trials_at_once = trials_at_once
+        self.pack = pack
+        self.held: list[Held] = []
+        self.ran = 0
+        self.durations: list[float] = []
+        self.failures_in_row = 0
+        self.repeats_in_row = 0
+        self.exhausted = False      # the sampler keeps proposing points the study has
 
     def run(self) -> int:
         """Run until the study holds its target (and no other worker's trial may need a retry) or the
@@ -103,58 +101,30 @@ class SweepLoop:
         while len(self.held) < self.trials_at_once and not self.exhausted:
             if len(counted_trials(self.study.get_trials(deepcopy=False))) >= self.target:
                 return
-            owner = TrialOwner.ask(self.study, self.storage, self.ctx.tracker,
-                                   lambda number: self.ctx.stores.trial_dir(self.ctx.spec.name, number))
-            owner.__enter__()
-            training = None
+            epochs = trial_epochs(self.ctx)
             try:
-                training = TrialTraining.begin(owner, self.ctx)
-                group = None if training is None else Lockstep(training.trainers, training.judge)
-            except BaseException as err:
-                if training is not None:
-                    training.interrupted()
-                self._leave(owner, err)
-                self._settle(owner, None)
+                group = next(epochs)
+            except StopIteration as done:      # not trained (a repeat), or failed before its first epoch
+                self._settle(done.value)
                 continue
-            if training is None:            # a sampled repeat: not trained
-                owner.__exit__(None, None, None)
-                self._settle(owner, None)
-                continue
-            self.held.append(HeldTrial(owner, training, group))
+            self.held.append(Held(epochs, group))
 
     def _train_one_epoch(self) -> None:
-        """One epoch of every held trial (packed); conclude those that ended."""
+        """One epoch of every held trial (packed); take the outcomes of those that ended."""
         try:
             advance_together([held.group for held in self.held], self.pack)
         except PackFailed as failed:
             for group, error in failed.failures:
                 held = next(h for h in self.held if h.group is group)
                 self.held.remove(held)
-                held.training.interrupted()
-                self._leave(held.owner, error)
-                self._settle(held.owner, held.training)
+                self._settle(_ended(held, error))
         for held in [h for h in self.held if not h.group.running]:
-            try:
-                held.training.conclude(held.group.finish())
-            except BaseException as err:
-                self.held.remove(held)
-                self._leave(held.owner, err)
-            else:
-                self.held.remove(held)
-                held.owner.__exit__(None, None, None)
-            self._settle(held.owner, held.training)
+            self.held.remove(held)
+            self._settle(_ended(held))
 
-    def _leave(self, owner: TrialOwner, err: BaseException) -> None:
-        """Leave the owner with an error: an Exception is that trial's failure (recorded, the worker
-        goes on); anything else (Ctrl-C, a stop signal) stops the worker, the trial queued again."""
-        if not owner.__exit__(type(err), err, err.__traceback__):
-            if isinstance(err, (KeyboardInterrupt, StopRequested)):
-                self.on_stale(self.study, owner.stored())
-            raise err
-
-    def _settle(self, owner: TrialOwner, training: TrialTraining | None) -> None:
+    def _settle(self, finished: Finished) -> None:
         """The accounting and progress line of a trial that has its outcome."""
-        last = owner.finished
+        last = finished.trial
         if "repeat_of" in last.user_attrs:
             self.ctx.echo(f"trial {last.number}: the sampler repeated trial {last.user_attrs['repeat_of']}'s point; "
                           "not trained")
@@ -165,24 +135,60 @@ class SweepLoop:
                 self.exhausted = True
             return
         self.repeats_in_row = 0
-        if training is not None:
-            self.durations.append(time.perf_counter() - training.started)
+        if finished.seconds is not None:
+            self.durations.append(finished.seconds)
         self.ran += 1
         self.failures_in_row = self.failures_in_row + 1 if last.state == TrialState.FAIL else 0
         trials = self.study.get_trials(deepcopy=False)
+        self._report(trials, last)
         best = best_trial(trials)
-        self.report(trials, best, last, self.target, self.durations or [0.0], self.ctx.echo, self.trials_at_once)
-        self.ctx.tracker.log_study_progress(last.number, best.value if best else None, state_counts(trials))
+        self.ctx.parts.tracker.log_study_progress(last.number, best.value if best else None, state_counts(trials))
         if self.failures_in_row >= MAX_CONSECUTIVE_FAILURES:
             raise SweepError(f"{self.failures_in_row} trials failed in a row (last: trial {last.number}: "
                              f"{last.user_attrs.get('fail_reason') or '?'}); stopping this worker")
 
+    def _report(self, trials: list, trial) -> None:
+        """One line per finished trial: its result, the study's best so far, and this worker's ETA."""
+        done = len(counted_trials(trials))
+        if trial.state == TrialState.COMPLETE:
+            spread = trial.user_attrs.get("value_ci95")
+            seeds = len(trial.user_attrs.get("seeds") or [])
+            outcome = f"{trial.value:.2f} dB" + (f" ± {spread:.2f} (95%, {seeds} seeds)" if spread is not None else "")
+        elif trial.state == TrialState.PRUNED:
+            outcome = f"pruned after epoch {trial.last_step + 1}"
+        else:
+            outcome = str(trial.user_attrs.get("fail_reason") or "failed")[:200]
+        best = best_trial(trials)
+        best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"
+        shares = ""
+        if "validation_share" in trial.user_attrs:
+            shares = (f" (validation {100 * trial.user_attrs['validation_share']:.0f}%, "
+                      f"harness {100 * trial.user_attrs['overhead_share']:.0f}%)")
+        durations = self.durations or [0.0]
+        eta = format_duration(sum(durations) / len(durations) * max(0, self.target - done) / self.trials_at_once)
+        self.ctx.echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])}"
+                      f"{shares} | {best_text} | study {done}/{self.target} | ETA {eta} for this worker alone")
+
     def _abandon(self, err: BaseException) -> None:
-        """The worker stops with trials in hand: each is recorded as interrupted (its last complete
+        """The worker stops with trials in hand: each is recorded as failed by `err` (its last complete
         epoch's checkpoint stays) and, when a signal stopped the worker, queued again."""
         while self.held:
             held = self.held.pop()
-            held.training.interrupted()
-            held.owner.__exit__(type(err), err, err.__traceback__)
-            if isinstance(err, (KeyboardInterrupt, StopRequested)):
-                self.on_stale(self.study, held.owner.stored())
+            try:
+                _ended(held, err)
+            except BaseException as again:
+                if again is not err:
+                    raise
+
+
+def _ended(held: Held, error: BaseException | None = None) -> Finished:
+    """The trial's Finished, once its group has stopped (`error`: the error that stopped it, thrown
+    into its life so that its Trial records it)."""
+    try:
+        if error is None:
+            next(held.epochs)
+        else:
+            held.epochs.throw(error)
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("a trial went on training after its group had stopped")

@@ -12,44 +12,38 @@ from typing import Callable
 
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
+from harness.spec import StudySpec, train_values
+from harness.spec.fingerprint import fingerprint_attrs, recorded_in_older_version, spec_matches
+from harness.store.locations import Stores, safe_url, store_lock
+from harness.store.optuna_storage import heartbeat_settings, open_storage
+from harness.store.tracking import StudyTracker
+from harness.store.trials import best_trial, counted_trials, state_counts
 from models.config import TrainConfig
-from models.errors import HarnessError
 from models.data import load_dance_data
+from models.errors import HarnessError
 
 from .datasets import frames_cache_dir, resolve_data_root
-from harness.spec.fingerprint import record_fingerprint, spec_matches_study
-from harness.errors import SweepError
-from .training import SweepContext
-from harness.outputs.progress import format_duration
-from .signals import StopSignals
-from harness.store.locations import Stores, safe_url, store_lock
-from harness.spec import StudySpec, train_values
-from .search import make_pruner, make_sampler
-from harness.store.optuna_storage import best_trial, counted_trials, heartbeat_settings, open_storage, state_counts
-from harness.store.tracking import StudyTracker
 from .loop import SweepLoop
-from .trial import close_lost_run
-
-__all__ = ["SweepError", "run_sweep"]
+from .search import make_pruner, make_sampler
+from .signals import StopSignals
+from .training import WorkerContext
+from .trial import StudyParts, close_lost_run
 
 
 class StudyMismatch(HarnessError):
     """The spec no longer matches the study stored under its name."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepSummary:
     study_name: str
     target: int
     counted: int
     ran: int                        # trials this worker ran
     states: dict[str, int]
-    best_number: int | None
-    best_value: float | None
-    best_params: dict
-    best_ci95: float | None = None      # the best trial's 95% half-width over its seeds (None: one seed)
+    best: FrozenTrial | None
 
 
 class StaleTrialHandler:
@@ -78,17 +72,22 @@ def open_study(spec: StudySpec, stores: Stores, storage: BaseStorage, seed: int 
                                         sampler=sampler, pruner=pruner)
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
-            if not spec_matches_study(study, spec):
+            if not spec_matches(study.user_attrs, spec):
                 raise StudyMismatch(f"study {spec.name!r} in {safe_url(stores.storage_url)} was created from a "
                                     f"different {spec.path.name} (data, budget, fixed values or search space "
                                     "changed); its trials would not compare: use a new study name")
+            if recorded_in_older_version(study.user_attrs):
+                _set_attrs(study, fingerprint_attrs(spec))
             return study
-        record_fingerprint(study, spec)
-        study.set_user_attr("spec_path", str(spec.path))
-        study.set_user_attr("description", spec.description)
+        _set_attrs(study, fingerprint_attrs(spec) | {"spec_path": str(spec.path), "description": spec.description})
         for index, params in enumerate(spec.enqueue):
             study.enqueue_trial(params, user_attrs={"enqueued": "reference" if index == 0 else "spec"})
     return study
+
+
+def _set_attrs(study: optuna.Study, attrs: dict) -> None:
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
 
 
 def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, timeout: float | None = None,
@@ -101,23 +100,24 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     timeout = timeout if timeout is not None else spec.timeout
     heartbeat_settings()      # bad settings fail before any store is touched
     tracker = StudyTracker(stores, spec.name)
-    on_stale = StaleTrialHandler(spec.retries, tracker)
-    storage = open_storage(stores, on_stale)
+    requeue = StaleTrialHandler(spec.retries, tracker)
+    storage = open_storage(stores, requeue)
     study = open_study(spec, stores, storage, seed)
     tracker.study_started(spec.path.read_text(), spec.description)
 
     base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths
-    config_seed = seed if seed is not None else base.seed
     data_root = resolve_data_root(spec.data, base.height, base.width, progress=echo)
     data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
                            val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
-    ctx = SweepContext(spec, stores, tracker, data, data_root, device, config_seed, echo, stop, checkpoint_every)
+    ctx = WorkerContext(spec=spec, parts=StudyParts(study, storage, tracker, stores, requeue), data=data,
+                        data_root=data_root, device=device, seed=seed if seed is not None else base.seed,
+                        echo=echo, stop=stop, checkpoint_every=checkpoint_every)
     echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
          f"tracking {safe_url(stores.tracking_uri)}")
 
     # `pack` members per batched pass; a worker holds as many trials as fill one with their seeds.
-    trials_at_once = max(1, spec.pack // spec.seeds)
-    loop = SweepLoop(study, storage, ctx, target, timeout, trials_at_once, spec.pack, on_stale, _report_trial)
+    loop = SweepLoop(ctx, target=target, timeout=timeout, trials_at_once=max(1, spec.pack // spec.seeds),
+                     pack=spec.pack)
     ran = loop.run()
 
     trials = study.get_trials(deepcopy=False)
@@ -125,31 +125,4 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     states = state_counts(trials)
     if len(counted_trials(trials)) >= target and states["RUNNING"] == 0 and states["WAITING"] == 0:
         tracker.study_finished(best.number if best else None)
-    return SweepSummary(spec.name, target, len(counted_trials(trials)), ran, states,
-                        best.number if best else None, best.value if best else None, best.params if best else {},
-                        best.user_attrs.get("value_ci95") if best else None)
-
-
-def _report_trial(trials: list[FrozenTrial], best: FrozenTrial | None, trial: FrozenTrial, target: int,
-                  durations: list[float], echo: Callable[[str], None], at_once: int = 1) -> None:
-    """One line per finished trial: its result, the study's best so far, and this worker's ETA
-    (`at_once`: trials it trains together)."""
-    done = len(counted_trials(trials))
-    if trial.state == TrialState.COMPLETE:
-        spread = trial.user_attrs.get("value_ci95")
-        seeds = len(trial.user_attrs.get("seeds") or [])
-        outcome = f"{trial.value:.2f} dB" + (f" ± {spread:.2f} (95%, {seeds} seeds)" if spread is not None else "")
-    elif trial.state == TrialState.PRUNED:
-        outcome = f"pruned after epoch {trial.last_step + 1}"
-    else:
-        outcome = str(trial.user_attrs.get("fail_reason") or "failed")[:200]
-    best_text = f"best {best.value:.2f} dB (trial {best.number})" if best else "no completed trial yet"
-    shares = ""
-    if "validation_share" in trial.user_attrs:
-        shares = (f" (validation {100 * trial.user_attrs['validation_share']:.0f}%, "
-                  f"harness {100 * trial.user_attrs['overhead_share']:.0f}%)")
-    remaining = max(0, target - done)
-    eta = format_duration(sum(durations) / len(durations) * remaining / at_once)
-    echo(f"trial {trial.number} {trial.state.name}: {outcome} in {format_duration(durations[-1])}{shares} | "
-         f"{best_text} | study {done}/{target} | ETA {eta} for this worker alone")
-
+    return SweepSummary(spec.name, target, len(counted_trials(trials)), ran, states, best)

@@ -1,4 +1,4 @@
-"""The trial owner's state transitions, in process, with a SQLite Optuna storage and a local MLflow store."""
+"""A Trial's state transitions, in process, with a SQLite Optuna storage and a local MLflow store."""
 from __future__ import annotations
 
 import signal
@@ -12,29 +12,33 @@ from harness.store.optuna_storage import open_storage
 from harness.store.tracking import STATE_TAG, StudyTracker
 from harness.outputs.names import ERROR_FILE
 from harness.worker.signals import StopRequested
-from harness.worker.trial import TrialOwner
+from harness.worker.trial import StudyParts, Trial
 
 CONFIG = {"lr": 0.002, "loss_convention": "lab"}
 
 
 @pytest.fixture
-def study_parts(runs_dir):
+def requeued() -> list[int]:
+    """The trials queued again (by an interrupted Trial), in order."""
+    return []
+
+
+@pytest.fixture
+def study_parts(runs_dir, requeued) -> StudyParts:
     stores = resolve_stores(runs_dir)
     storage = open_storage(stores, on_stale=lambda study, trial: None)   # with heartbeats, as a worker
     study = optuna.create_study(storage=storage, study_name="owned", direction="maximize")
-    tracker = StudyTracker(stores, "owned")
-    return study, storage, tracker, lambda number: stores.trial_dir("owned", number)
+    return StudyParts(study, storage, StudyTracker(stores, "owned"), stores,
+                      requeue=lambda study, trial: requeued.append(trial.number))
 
 
-def owner_of(study_parts) -> TrialOwner:
-    study, storage, tracker, trial_dir_of = study_parts
-    return TrialOwner.ask(study, storage, tracker, trial_dir_of)
+def owner_of(study_parts: StudyParts) -> Trial:
+    return Trial.ask(study_parts)
 
 
-def ended(study_parts, owner: TrialOwner) -> tuple[optuna.trial.FrozenTrial, object]:
-    study, _, tracker, _ = study_parts
-    trial = next(t for t in study.get_trials() if t.number == owner.number)
-    return trial, tracker.client.get_run(owner.run_id)
+def ended(study_parts: StudyParts, owner: Trial) -> tuple[optuna.trial.FrozenTrial, object]:
+    trial = next(t for t in study_parts.study.get_trials() if t.number == owner.number)
+    return trial, study_parts.tracker.client.get_run(owner.run_id)
 
 
 def test_a_completed_trial_ends_complete_in_both_stores_with_its_value(study_parts):
@@ -59,7 +63,7 @@ def test_a_pruned_trial_ends_pruned_in_both_stores_with_the_reason(study_parts):
     assert run.info.status == "KILLED" and run.data.tags["harness.message"] == "pruned after epoch 1 at 12.00 dB"
 
 
-def test_an_error_in_a_trial_is_its_failure_with_the_traceback_kept_and_the_worker_goes_on(study_parts):
+def test_an_error_in_a_trial_is_its_failure_with_the_traceback_kept_and_the_worker_goes_on(study_parts, requeued):
     with owner_of(study_parts) as owner:
         owner.start(CONFIG, ["lr"], [0])
         raise ZeroDivisionError("a bug in a callback")
@@ -68,9 +72,10 @@ def test_an_error_in_a_trial_is_its_failure_with_the_traceback_kept_and_the_work
     assert trial.user_attrs["fail_reason"] == "ZeroDivisionError('a bug in a callback')"
     assert "ZeroDivisionError: a bug in a callback" in (owner.trial_dir / ERROR_FILE).read_text()
     assert run.info.status == "FAILED" and run.data.tags[STATE_TAG] == "FAIL"
+    assert requeued == []       # a failure is not retried by this worker
 
 
-def test_ctrl_c_fails_the_trial_as_interrupted_and_stops_the_worker(study_parts):
+def test_ctrl_c_fails_the_trial_as_interrupted_and_stops_the_worker(study_parts, requeued):
     with pytest.raises(KeyboardInterrupt):
         with owner_of(study_parts) as owner:
             owner.start(CONFIG, ["lr"], [0])
@@ -78,9 +83,10 @@ def test_ctrl_c_fails_the_trial_as_interrupted_and_stops_the_worker(study_parts)
     trial, run = ended(study_parts, owner)
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted"
     assert run.info.status == "FAILED" and run.data.tags["harness.message"] == "interrupted"
+    assert requeued == [owner.number]     # queued again, to resume from its checkpoint
 
 
-def test_a_stop_signal_fails_the_trial_with_the_signal_named_and_stops_the_worker(study_parts):
+def test_a_stop_signal_fails_the_trial_with_the_signal_named_and_stops_the_worker(study_parts, requeued):
     with pytest.raises(StopRequested):
         with owner_of(study_parts) as owner:
             owner.start(CONFIG, ["lr"], [0])
@@ -88,6 +94,7 @@ def test_a_stop_signal_fails_the_trial_with_the_signal_named_and_stops_the_worke
     trial, run = ended(study_parts, owner)
     assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == "interrupted by SIGTERM"
     assert run.info.status == "FAILED" and run.data.tags["harness.message"] == "interrupted by SIGTERM"
+    assert requeued == [owner.number]
 
 
 def test_a_trial_ends_once(study_parts):
@@ -109,7 +116,7 @@ def test_leaving_without_an_outcome_is_a_bug_not_a_result(study_parts):
 def test_a_sampled_repeat_is_not_trained_and_names_the_earlier_trial(study_parts):
     with owner_of(study_parts) as owner:
         owner.skip_repeat(of=3)
-    trial = study_parts[0].get_trials()[0]
+    trial = study_parts.study.get_trials()[0]
     assert trial.state == TrialState.PRUNED and trial.user_attrs["repeat_of"] == 3 and owner.run_id is None
 
 
@@ -130,7 +137,7 @@ def test_one_process_owns_several_trials_at_once(study_parts):
 
 
 def test_a_retry_starts_clean_and_reports_each_epoch_once(study_parts):
-    study = study_parts[0]
+    study = study_parts.study
     with owner_of(study_parts) as owner:
         owner.start(CONFIG, ["lr"], [0])
         owner.report(0, 15.0)
