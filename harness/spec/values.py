@@ -1,4 +1,4 @@
-"""A loaded study spec: the frozen values the sweep reads (harness/spec_schema.py checks them)."""
+"""A loaded study spec: the frozen values the sweep reads (schema.py checks them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
