@@ -37,7 +37,7 @@ from model_speed import attainable_flops, best_time
 from harness.worker.datasets import resolve_data_root
 from harness.store.locations import resolve_stores
 from harness.spec import load_study_spec, train_values
-from harness.worker.sweep import run_sweep
+from harness.worker.sweep import WorkerOptions, run_sweep
 from models.config import TrainConfig
 from models.cvae import VideoCVAE
 from models.execution import Execution
@@ -182,7 +182,7 @@ def sweep_lines(study: str, packs: list[int], trials: int, device: torch.device)
             if n == "2 workers":
                 sweep_with_workers(study, trials, 2, Path(tmp), device)
             else:
-                run_sweep(spec, stores, device=device.type, echo=lambda _: None)
+                run_sweep(spec, stores, WorkerOptions(device=device.type, echo=lambda _: None))
             wall = time.perf_counter() - start
             done = [t for t in optuna.load_study(study_name=spec.name, storage=stores.storage_url).get_trials()
                     if t.state == optuna.trial.TrialState.COMPLETE]

@@ -23,7 +23,7 @@ from common import record
 from harness.worker.datasets import frames_cache_dir, resolve_data_root
 from harness.store.locations import resolve_stores
 from harness.spec import load_study_spec, train_values
-from harness.worker.sweep import run_sweep
+from harness.worker.sweep import WorkerOptions, run_sweep
 from models.config import TrainConfig
 from models.data import load_dance_data
 from models.trainer import Trainer
@@ -35,7 +35,7 @@ def smoke_cost(study: str) -> list[str]:
         stores = resolve_stores(Path(tmp))
         resolve_data_root(spec.data, 32, 64)      # generate the data set outside the timing
         start = time.perf_counter()
-        run_sweep(spec, stores, device="cpu", echo=lambda _: None)
+        run_sweep(spec, stores, WorkerOptions(device="cpu", echo=lambda _: None))
         wall = time.perf_counter() - start
         import optuna
         trials = optuna.load_study(study_name=spec.name, storage=stores.storage_url).get_trials()

@@ -215,15 +215,6 @@ def _load_listed(folder: Path, files: list[Path], size: FrameSize, cache_dir: Pa
     return torch.from_numpy(frames)
 
 
-def load_frames(folder: Path, size: FrameSize | None = None, cache_dir: Path | None = None) -> torch.Tensor:
-    """All frameN.png of `folder` sorted by N, decoded once into uint8 [N, 3, H, W].
-
-    `size` is (height, width); None, or a None entry, takes it from the first frame.
-    """
-    folder = Path(folder)
-    return _load_listed(folder, _list_frames(folder), size or (None, None), cache_dir)
-
-
 # ---------------------------------------------------------------- train / val
 
 

@@ -29,9 +29,8 @@ SIGMOID_STEEPNESS = 12.0
 
 @dataclass(frozen=True)
 class KLSchedule:
-    """One KL-annealing schedule: beta(epoch, epochs, n_cycle, ratio) and the config keys it reads."""
+    """One KL-annealing schedule: beta(epoch, epochs, n_cycle, ratio)."""
     beta: Callable[[int, int, int, float], float]
-    params: tuple[str, ...]
 
 
 def _none(epoch: int, epochs: int, n_cycle: int, ratio: float) -> float:
@@ -56,10 +55,10 @@ def _sigmoid(epoch: int, epochs: int, n_cycle: int, ratio: float) -> float:
 # The one place that lists KL schedules: the config's choices, the CLI help and the report's colours
 # read from it. A new schedule is one function above and one line here.
 KL_SCHEDULES: dict[str, KLSchedule] = {
-    "None": KLSchedule(_none, ()),
-    "Monotonic": KLSchedule(_monotonic, ("kl_anneal_ratio",)),
-    "Cyclical": KLSchedule(_cyclical, ("kl_anneal_cycle", "kl_anneal_ratio")),
-    "Sigmoid": KLSchedule(_sigmoid, ("kl_anneal_ratio",)),
+    "None": KLSchedule(_none),
+    "Monotonic": KLSchedule(_monotonic),
+    "Cyclical": KLSchedule(_cyclical),
+    "Sigmoid": KLSchedule(_sigmoid),
 }
 
 

@@ -22,7 +22,7 @@ from .augment import add_noise, recolour
 from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .cvae import VideoCVAE, initial_model
-from .data import DanceData, to_uint8
+from .data import DanceData
 from .execution import Execution, resolve_device
 from .records import (BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Curves, EpochRecord, RolloutFrames, RunStart,
                       RunSummary, StepRecord)

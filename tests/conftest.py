@@ -1,4 +1,7 @@
-"""Shared fixtures: a tiny synthetic data set and a tiny model config, so tests run in seconds on a CPU."""
+"""Shared fixtures: a tiny synthetic data set and a tiny model config, so tests run in seconds on a CPU.
+
+tests/unit/<package>/ tests one package of harness/ (or models/) in this process; tests/e2e/ runs real
+processes (the CLI, workers, servers, a browser, a SLURM cluster), and every test there is `slow`."""
 import contextlib
 import os
 import shutil
@@ -12,6 +15,14 @@ from models.data import DanceData, load_dance_data
 from models.synth import generate_dataset
 
 torch.set_num_threads(2)
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Real processes take seconds to start: `pytest -m "not slow"` leaves tests/e2e/ out."""
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +52,9 @@ def no_process_left_behind(tmp_path_factory):
     yield
     import signal
 
-    from servers import stray_processes
+    from servers import POSTGRES_PREFIX, SLURM_PREFIX, stray_processes
 
-    left = stray_processes((str(tmp_path_factory.getbasetemp()), "harness-pg-", "harness-slurm-"))
+    left = stray_processes((str(tmp_path_factory.getbasetemp()), POSTGRES_PREFIX, SLURM_PREFIX))
     for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)

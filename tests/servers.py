@@ -21,6 +21,11 @@ import pytest
 # initdb refuses to run as root; the server then runs as this unprivileged user.
 POSTGRES_USER = "postgres"
 
+# The folders of this test session's servers: named after its process, so that the end-of-session check
+# for processes left behind never takes another session's servers (two may run on one machine) for ours.
+POSTGRES_PREFIX = f"harness-pg-{os.getpid()}-"
+SLURM_PREFIX = f"harness-slurm-{os.getpid()}-"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -58,7 +63,7 @@ def postgres_server(databases: tuple[str, ...] = ("optuna", "mlflow")) -> Iterat
     """A fresh PostgreSQL cluster on a free loopback port; yields a URL per database."""
     require_postgres()
     # Under /tmp rather than pytest's tmp_path: the server user must be able to reach the folder.
-    folder = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+    folder = Path(tempfile.mkdtemp(prefix=POSTGRES_PREFIX))
     data, sockets = folder / "data", folder / "sockets"
     sockets.mkdir()
     if os.geteuid() == 0:

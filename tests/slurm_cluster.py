@@ -25,7 +25,7 @@ from typing import Iterator
 
 import pytest
 
-from servers import free_port
+from servers import SLURM_PREFIX, free_port
 
 MUNGE_USER = "munge"
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -180,7 +180,7 @@ def slurm_cluster(cpus: int | None = None, extra_conf: str = "") -> Iterator[Clu
     """A one-node cluster (the node named after this host, `cpus` CPUs: default, this machine's)."""
     require_slurm()
     # Under /tmp rather than pytest's tmp_path: the munge user must reach its folder.
-    folder = Path(tempfile.mkdtemp(prefix="harness-slurm-"))
+    folder = Path(tempfile.mkdtemp(prefix=SLURM_PREFIX))
     folder.chmod(0o755)
     munge_dir = folder / "munge"
     for sub in ("state", "spool", "run", "log", "jobs", "munge"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from . import data, generate, studies, sweep, train, ui
+from . import confirm, data, generate, studies, sweep, train, ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,12 +20,13 @@ def main(debug: bool) -> None:
     harness train --out RUN_DIR         train the CVAE (synthetic data unless --data)
     harness generate --ckpt FILE ...    roll out test pose sequences: GIF, PSNR, submission CSV
     harness sweep --study NAME          an Optuna study, each trial a training run logged to MLflow
+    harness confirm --study NAME        its best configurations again on fresh seeds, raced
     harness studies | report | best     what the studies found; export the best checkpoint
     harness ui                          the MLflow UI over the runs directory
     """
 
 
 # The modules keep their names (harness.cli.sweep is the module); their commands join the group here.
-for _command in (data.data, train.train, generate.generate, sweep.sweep, studies.studies, studies.report,
-                 studies.best, ui.ui):
+for _command in (data.data, train.train, generate.generate, sweep.sweep, confirm.confirm, studies.studies,
+                 studies.report, studies.best, ui.ui):
     main.add_command(_command)

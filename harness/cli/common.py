@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from models.errors import HarnessError
-
 from harness.errors import UsageError
+from models.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.store.locations import Stores
@@ -118,3 +117,64 @@ def study_name(study: str) -> str:
     if study.endswith((".yaml", ".yml")) or study in available_studies():
         return load_study_spec(study).name
     return study
+
+
+def worker_options(command: Callable) -> Callable:
+    """How a worker trains: the device, the seed, packing, checkpoint uploads, local worker processes."""
+    options = [
+        click.option("--device", default="auto", show_default=True,
+                     help="Torch device of the trials: auto, cpu, cuda, ..."),
+        click.option("--seed", type=int, default=None,
+                     help="Seed of the sampler and of every trial's training [default: the spec's]."),
+        click.option("--pack", type=int, default=None,
+                     help="Train up to this many models as one batched model: a trial's seeds, and several trials "
+                          "at once (pack // seeds of them) [default: the spec's pack, else 1]. Slower on a CPU "
+                          "(BENCHMARKS.md, Packing); meant for GPUs."),
+        click.option("--checkpoint-every", type=int, default=1, show_default=True,
+                     help="Upload each trial's checkpoint to its MLflow run after every this many epochs (0: only "
+                          "when it ends), so that a retry on a worker that shares no runs folder resumes from it."),
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Worker processes on this machine, sharing its cores (threads per worker = cores / N); "
+                          "their output is merged, and Ctrl-C or SIGTERM stops them all."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def check_worker_options(pack: int | None, checkpoint_every: int, workers: int) -> None:
+    if pack is not None and pack < 1:
+        raise UsageError(f"--pack must be >= 1, got {pack}")
+    if checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+
+
+def as_local_workers(command: str, workers: int, given: dict[str, Any]) -> None:
+    """Run this command line again in `workers` processes (the options `given` passed on) and exit with
+    their status."""
+    from harness.worker.processes import run_workers
+
+    args = [str(v) for flag, value in given.items() if value is not None and value is not False
+            for v in ((flag,) if value is True else (flag, value))]
+    sys.exit(run_workers(command, args, workers, echo))
+
+
+def run_worker(study: str, work: Callable[[Any], Any]) -> Any:
+    """`work(stop_signals)` as a worker: a SweepError is one line and status 1; a stop signal or Ctrl-C
+    leaves the running trial queued again and exits with the signal's status."""
+    from harness.errors import SweepError
+    from harness.worker.signals import StopRequested, StopSignals
+
+    try:
+        with StopSignals() as stop:
+            return work(stop)
+    except SweepError as err:
+        echo(f"error: {err}")
+        sys.exit(1)
+    except (KeyboardInterrupt, StopRequested) as err:
+        reason = str(err) if isinstance(err, StopRequested) else "interrupted"
+        echo(f"\n{reason}: the running trial is recorded as failed and queued again; run the same "
+             f"command to continue study {study}")
+        sys.exit(err.exit_status if isinstance(err, StopRequested) else 130)

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from .common import (UsageError, echo, friendly_errors, quiet_libraries, store_options, stores_from_options,
-                     study_name)
+from harness.errors import UsageError
+
+from .common import echo, friendly_errors, quiet_libraries, store_options, stores_from_options, study_name
 
 
 @click.command()
@@ -35,7 +36,7 @@ def studies(runs_dir: Path | None, storage: str | None, tracking_uri: str | None
 @click.command()
 @click.option("--study", required=True, help="Study name (or its spec name or path).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the table as CSV here.")
+              help="Also write the trials table as CSV here, and the confirmed ranking beside it (STEM.confirmed.csv).")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table as Markdown here.")
 @click.option("--html", "html_report", is_flag=True,
@@ -47,15 +48,15 @@ def studies(runs_dir: Path | None, storage: str | None, tracking_uri: str | None
 @friendly_errors
 def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_report: bool, out: Path | None,
            runs_dir: Path | None, storage: str | None, tracking_uri: str | None) -> None:
-    """Print a study's trials: state, params, final and best PSNR, epochs, duration, MLflow run id.
+    """Print a study's answer: its confirmed ranking (or that it has none), then its trials (state, params,
+    final and best PSNR, gain over the reference, epochs, duration, MLflow run id).
 
-    With --html, also the lab's analysis: schedules against losses, curves by KL-annealing type,
-    PSNR per frame, optimisation history and parameter importances, the trials table, the best rollout.
+    With --html, also the lab's analysis: the confirmed ranking, schedules against losses, curves by
+    KL-annealing type, PSNR per frame, optimisation history and parameter importances, the trials table,
+    the best rollout.
     """
     quiet_libraries()
-    import pandas as pd
-
-    from harness.report.tables import anneal_table, trials_table
+    from harness.report.text import study_report
     from harness.store.trials import load_existing_study
 
     if out is not None and not html_report:
@@ -64,28 +65,19 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
     loaded = load_existing_study(stores, study_name(study))
     if html_report and not loaded.get_trials(deepcopy=False):
         raise UsageError(f"--study {loaded.study_name}: the study has no trials yet; nothing to report")
-    table = trials_table(loaded)
-    by_anneal = anneal_table(loaded)
-    with pd.option_context("display.width", 200, "display.max_columns", None):
-        click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        if not by_anneal.empty:
-            click.echo("\nbest trial of each KL-annealing type (95% intervals over seeds; "
-                       "'within noise': the interval holds 0):")
-            click.echo(by_anneal.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    if csv_path:
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(csv_path, index=False)
-        echo(f"wrote {csv_path}")
+    found = study_report(loaded, stores)
+    click.echo(found.text())
+    for path in found.write_csv(csv_path) if csv_path else []:
+        echo(f"wrote {path}")
     if markdown_path:
-        markdown_path.parent.mkdir(parents=True, exist_ok=True)
-        markdown_path.write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
-        echo(f"wrote {markdown_path}")
+        echo(f"wrote {found.write_markdown(markdown_path)}")
     if html_report:
         from harness.report.page import write_html_report
         from harness.store.tracking import StudyTracker
 
         folder = out or stores.runs_dir / "reports" / loaded.study_name
-        index = write_html_report(loaded, StudyTracker(stores, loaded.study_name), folder, progress=echo)
+        index = write_html_report(loaded, found.confirmation, StudyTracker(stores, loaded.study_name), folder,
+                                  progress=echo)
         echo(f"wrote {index} (also logged to the study's MLflow parent run, under report/)")
 
 

@@ -35,6 +35,32 @@ def trial_name(number: int) -> str:
     return f"trial-{number:04d}"
 
 
+# -- the confirmation of a study ------------------------------------------------------------------
+# Its trainings are the trials of a second Optuna study beside the search's, so that the search's
+# sampler, pruner, counts and best trial never see them; their MLflow runs join the search's experiment.
+CONFIRM_SUFFIX = ".confirm"
+STAGE_ATTR = "stage"                 # a confirmation trial's user attr: CONFIRM_STAGE
+CONFIRM_STAGE = "confirm"
+CANDIDATE_ATTR = "candidate"         # ... which candidate it trains ("c0", ...)
+CONFIRMS_ATTR = "confirms"           # ... the search trial it confirms
+CONFIRM_SEED_ATTR = "confirm_seed"   # ... its one fresh seed
+CANDIDATES_ATTR = "candidates"       # the confirmation study's plan: its candidates, ...
+CONFIRM_SEEDS_ATTR = "confirm_seeds"  # ... the fresh seeds, in the order rounds take them,
+RACE_ATTR = "race"                   # ... min_seeds and racing
+STOPPED_PREFIX = "stopped:"          # + candidate id: why racing stopped it
+CONFIRMED_CSV = "confirmed_ranking.csv"   # the answer, in the study's parent run and its report folder
+
+
+def confirm_study_name(study: str) -> str:
+    """The Optuna study that holds a study's confirmation trainings."""
+    return study + CONFIRM_SUFFIX
+
+
+def confirm_run_name(number: int) -> str:
+    """A confirmation training's MLflow run name (its trial folder is trials/STUDY.confirm/trial-NNNN)."""
+    return f"confirm-{number:04d}"
+
+
 def seed_prefix(seed: int, seeds: int) -> str:
     """Where one seed's metrics and files go in its trial's run: the top level when the trial has
     one seed, else under `seed_<s>/` (the top level then holds the seeds' means)."""

@@ -1,4 +1,4 @@
-"""What the HTML study report reads from MLflow: each trial's curves, and the best trial of each KL-annealing type."""
+"""What the HTML study report reads from MLflow: each trial's curves."""
 from __future__ import annotations
 
 import math
@@ -9,6 +9,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.outputs.names import BASELINES, MODEL, curve_key
 from harness.store.tracking import TRIAL_TAG, StudyTracker
+
+from .tables import ANNEAL
 
 CURVE_KEYS = ("loss", "recon", "kl", "beta", "tfr", "val_psnr", "val_mse")
 
@@ -40,19 +42,10 @@ def trial_curves(tracker: StudyTracker, trial: FrozenTrial) -> TrialCurves | Non
     baselines = {name: values for name in BASELINES if (values := _series(tracker, run_id, curve_key(name)))}
     figure = {name: values for name in (MODEL, *BASELINES)
               if (values := _series(tracker, run_id, curve_key(name, "figure")))}
-    return TrialCurves(trial, run.data.params.get("kl_anneal_type", "?"), history, per_frame, baselines, figure)
+    return TrialCurves(trial, run.data.params.get(ANNEAL, "?"), history, per_frame, baselines, figure)
 
 
 def _series(tracker: StudyTracker, run_id: str, key: str) -> list[float]:
     """A per-frame series of a run, frame 1 first (frame 0 is given and not logged); gaps are NaN."""
     by_frame = {m.step: m.value for m in tracker.client.get_metric_history(run_id, key)}
     return [by_frame.get(frame, math.nan) for frame in range(1, max(by_frame, default=0) + 1)]
-
-
-def best_per_anneal(curves: list[TrialCurves]) -> dict[str, TrialCurves]:
-    """The best completed trial of each KL-annealing type, by its value."""
-    best: dict[str, TrialCurves] = {}
-    for c in curves:
-        if c.trial.state == TrialState.COMPLETE and (c.anneal not in best or c.trial.value > best[c.anneal].trial.value):
-            best[c.anneal] = c
-    return best

@@ -142,3 +142,27 @@ def plot_param_importances(importances: Mapping[str, float], path: Path) -> Path
     ax.set_xlabel("importance (share)")
     ax.set_title("Parameter importances")
     return save_figure(figure, path)
+
+
+def plot_confirmed_ranking(names: Sequence[str], means: Sequence[float], half_widths: Sequence[float],
+                           search: Sequence[float], stopped: Sequence[bool], path: Path) -> Path:
+    """Each candidate's mean over its fresh seeds with its 95% interval (the leader on top), beside its
+    score in the search (open circle): how much picking it from many noisy trials overstated it."""
+    figure = new_figure(height_in=max(2.4, 0.55 * len(names) + 1.4))
+    ax = figure.subplots()
+    rows = np.arange(len(names))[::-1]
+    widths = np.nan_to_num(np.asarray(half_widths, dtype=float))
+    for y, mean, width, was_stopped in zip(rows, means, widths, stopped):
+        color = "tab:gray" if was_stopped else "tab:blue"
+        ax.errorbar([mean], [y], xerr=[[width], [width]], fmt="o", color=color, capsize=4, ms=6)
+    ax.plot(search, rows, "o", mfc="none", color="tab:red", ms=7, label="its score in the search")
+    ax.plot([], [], "o", color="tab:blue", label="confirmed: mean over fresh seeds, 95% interval")
+    if any(stopped):
+        ax.plot([], [], "o", color="tab:gray", label="stopped by racing")
+    ax.axvline(means[0], color="tab:blue", lw=0.8, ls=":")
+    ax.set_yticks(rows, names)
+    ax.set_xlabel("final validation PSNR (dB)")
+    ax.set_title("Confirmed ranking on fresh seeds, beside the search's scores")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return save_figure(figure, path)

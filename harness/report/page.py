@@ -14,38 +14,35 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from models.errors import HarnessError
 
-from .curves import best_per_anneal, trial_curves
-from .sections import (answer_section, curves_section, history_section, per_frame_section, rollout_section,
-                              schedules_section, table_section)
+from .curves import trial_curves
+from .confirmation import Confirmation
+from .sections import (answer_section, confirmation_section, curves_section, history_section, per_frame_section,
+                       rollout_section, schedules_section, table_section)
 from harness.store.trials import best_trial
-from .tables import trials_table
+from .tables import ANNEAL, best_per_anneal, trials_table
 from harness.store.tracking import StudyTracker
 
 
-class EmptyStudy(HarnessError):
-    """A study without trials has nothing to report."""
-
-
-def write_html_report(study: optuna.Study, tracker: StudyTracker, out_dir: Path,
+def write_html_report(study: optuna.Study, confirmation: Confirmation | None, tracker: StudyTracker, out_dir: Path,
                       progress: Callable[[str], None] = lambda line: None) -> Path:
     """Write the report folder and log it to the study's parent run; returns index.html.
     `progress` hears one line per stage (reading MLflow and drawing figures take a while)."""
     trials = study.get_trials(deepcopy=False)
-    if not trials:
-        raise EmptyStudy(f"--study {study.study_name}: the study has no trials yet; nothing to report")
     out_dir.mkdir(parents=True, exist_ok=True)
     progress(f"report: reading the curves of {len(trials)} trial(s) from MLflow")
     curves = [c for c in (trial_curves(tracker, t) for t in trials) if c is not None]
     table = trials_table(study)
-    if "kl_anneal_type" not in table:    # fixed by the spec rather than searched: from the runs' params
-        table.insert(2, "kl_anneal_type", table["trial"].map({c.trial.number: c.anneal for c in curves}))
+    kind_of = {c.trial.number: c.anneal for c in curves}
+    if ANNEAL not in table:    # fixed by the spec rather than searched: from the runs' params
+        table.insert(2, ANNEAL, table["trial"].map(kind_of))
     table = table.sort_values("final_psnr", ascending=False, na_position="last")
     table.to_csv(out_dir / "trials.csv", index=False)
 
-    best_by_anneal = best_per_anneal(curves)
-    builders = [("the answer", lambda: answer_section(study, curves, best_by_anneal, out_dir)),
+    by_number = {c.trial.number: c for c in curves}
+    best_by_anneal = {kind: by_number[t.number] for kind, t in best_per_anneal(trials, kind_of).items()}
+    builders = [("the confirmed ranking", lambda: confirmation_section(confirmation, out_dir)),
+                ("the search's answer", lambda: answer_section(study, curves, best_by_anneal, out_dir)),
                 ("schedules", lambda: schedules_section(curves, trials, out_dir)),
                 ("curves", lambda: curves_section(curves, best_by_anneal, out_dir)),
                 ("PSNR per frame", lambda: per_frame_section(best_by_anneal, out_dir)),

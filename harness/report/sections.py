@@ -14,19 +14,50 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from . import figures
+from .confirmation import UNCONFIRMED, Confirmation
 from .curves import CURVE_KEYS, TrialCurves
-from harness.outputs.names import ROLLOUT_GIF
+from harness.outputs.names import CONFIRMED_CSV, ROLLOUT_GIF
 from harness.store.trials import best_trial
-from .tables import anneal_table
+from .tables import ANNEAL, anneal_table
 from harness.outputs.names import seed_prefix
 from harness.store.tracking import StudyTracker
 
+CONFIRMED_PNG = "confirmed_ranking.png"
 SCHEDULES_PNG = "best_trial_schedules.png"
 CURVES_PNG = "curves_by_anneal.png"
 PER_FRAME_PNG = "psnr_per_frame_by_anneal.png"
 HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
 BEST_GIF = "best_rollout.gif"
+
+
+def confirmation_section(confirmation: Confirmation | None, out_dir: Path) -> str:
+    """The answer first: the confirmed ranking with intervals, gaps to the leader and the chance of beating
+    it, each candidate's search score beside it; or that the ranking is unconfirmed."""
+    if confirmation is None or not confirmation.ranking:
+        return _section("The answer", f"<p>The ranking is {html.escape(UNCONFIRMED)}.</p>")
+    table = confirmation.table()
+    table.to_csv(out_dir / CONFIRMED_CSV, index=False)
+    figures.plot_confirmed_ranking([f"{r['candidate']}: trial {r['search_trial']}" for _, r in table.iterrows()],
+                                   table["confirmed_psnr"].tolist(), table["ci95"].tolist(),
+                                   table["search_psnr"].tolist(), [bool(s) for s in table["stopped"]],
+                                   out_dir / CONFIRMED_PNG)
+    leader = table.iloc[0]
+    close = table[(table["vs_leader"] == "within noise")]
+    notes = [f"Leader: trial {leader['search_trial']} ({leader['params']}), {leader['confirmed_psnr']:.2f} "
+             f"± {leader['ci95']:.2f} dB over {leader['seeds']} fresh seeds; in the search it scored "
+             f"{leader['search_psnr']:.2f} dB."]
+    if len(close):
+        notes.append("Within noise of the leader: " + ", ".join(f"trial {r['search_trial']}" for _, r in
+                                                                 close.iterrows())
+                     + ": the data do not tell them apart.")
+    return _section("The answer: confirmed on fresh seeds", f"<p>{html.escape(confirmation.summary())}. Each "
+                    "candidate re-trained on seeds the search never used, the same seeds for all, so gaps are "
+                    "paired by seed (95% Student-t intervals); <em>P(beats leader)</em>: the share of paired "
+                    "bootstrap resamples over seeds in which it beats the leader; <em>optimism</em>: its search "
+                    "score minus its confirmed mean.</p>"
+                    + "".join(f"<p>{html.escape(note)}</p>" for note in notes)
+                    + _figure(CONFIRMED_PNG, CONFIRMED_CSV) + _html_table(table, "confirmed"))
 
 
 def schedules_section(curves: list[TrialCurves], trials: list[FrozenTrial], out_dir: Path) -> str:
@@ -133,7 +164,7 @@ def answer_section(study: optuna.Study, curves: list[TrialCurves], best_by_annea
         return _section("Which KL annealing", "<p>No completed trial yet.</p>")
     table.to_csv(out_dir / "best_by_anneal.csv", index=False)
     notes = []
-    top = best_by_anneal.get(table["kl_anneal_type"].iloc[0])
+    top = best_by_anneal.get(table[ANNEAL].iloc[0])
     repeat = top.baselines.get("repeat first frame") if top else None
     if repeat:
         margin = top.trial.value - float(np.nanmean(repeat))
@@ -153,22 +184,21 @@ def answer_section(study: optuna.Study, curves: list[TrialCurves], best_by_annea
                     + '<p>data: <a href="best_by_anneal.csv">best_by_anneal.csv</a></p>')
 
 
-def _html_table(table: pd.DataFrame, table_id: str) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    rows = "".join("<tr>" + "".join(_cell(value) for value in row) + "</tr>" for _, row in table.iterrows())
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
-
-
-def table_section(table: pd.DataFrame) -> str:
+def _html_table(table: pd.DataFrame, table_id: str, row_class: str | None = None, sortable: bool = False) -> str:
+    """`table` as HTML; `row_class` names a column whose value classes each row (e.g. state-PRUNED)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
     rows = []
     for _, row in table.iterrows():
-        cells = "".join(_cell(value) for value in row)
-        rows.append(f'<tr class="state-{html.escape(str(row["state"]))}">{cells}</tr>')
+        cls = f' class="{row_class}-{html.escape(str(row[row_class]))}"' if row_class else ""
+        rows.append(f"<tr{cls}>" + "".join(_cell(value) for value in row) + "</tr>")
+    sort = ' class="sortable"' if sortable else ""
+    return f'<table id="{table_id}"{sort}><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def table_section(table: pd.DataFrame) -> str:
     return _section("All trials", '<p>Click a column to sort; <a href="trials.csv">trials.csv</a>. '
                     "Pruned and failed trials are marked.</p>"
-                    f'<table id="trials" class="sortable"><thead><tr>{head}</tr></thead>'
-                    f'<tbody>{"".join(rows)}</tbody></table>')
+                    + _html_table(table, "trials", row_class="state", sortable=True))
 
 
 def rollout_section(tracker: StudyTracker, best: FrozenTrial | None, out_dir: Path) -> str:

@@ -8,10 +8,16 @@ import pandas as pd
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from typing import Mapping
+
 from harness.intervals import Interval, difference_interval, mean_interval, paired_difference_interval
 from harness.store.locations import Stores
 from harness.store.optuna_storage import open_storage
 from harness.store.trials import STATES, best_trial, reference_trial, seed_values, state_counts
+
+
+# The question the report groups trials by: the lab's KL-annealing schedules (a TrainConfig key).
+ANNEAL = "kl_anneal_type"
 
 
 def studies_table(stores: Stores) -> pd.DataFrame:
@@ -93,17 +99,23 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     return table.drop(columns=regions)     # no masks, no region columns
 
 
-def anneal_table(study: optuna.Study, kind_of: dict[int, str] | None = None) -> pd.DataFrame:
-    """The best completed trial of each KL-annealing type with its 95% interval, its gain over the
-    reference trial and over the best other type, each with its interval (gap_interval) and a verdict.
-    `kind_of` gives trial -> type where the type was fixed by the spec rather than searched."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    kinds = {t.number: t.params.get("kl_anneal_type") or (kind_of or {}).get(t.number) for t in trials}
+def best_per_anneal(trials: list[FrozenTrial], kind_of: Mapping[int, str] | None = None) -> dict[str, FrozenTrial]:
+    """The best completed trial of each KL-annealing type: searched, else `kind_of` (trial -> type, read
+    from the runs' params where the spec fixed the type)."""
     best: dict[str, FrozenTrial] = {}
     for t in trials:
-        kind = kinds[t.number]
-        if kind and (kind not in best or t.value > best[kind].value):
+        kind = t.params.get(ANNEAL) or (kind_of or {}).get(t.number)
+        if t.state == TrialState.COMPLETE and kind and (kind not in best or t.value > best[kind].value):
             best[kind] = t
+    return best
+
+
+def anneal_table(study: optuna.Study, kind_of: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """The best completed trial of each KL-annealing type with its 95% interval, its gain over the
+    reference trial and over the best other type, each with its interval (gap_interval) and a verdict."""
+    trials = study.get_trials(deepcopy=False)
+    best = best_per_anneal(trials, kind_of)
+    kinds = {t.number: kind for kind, t in best.items()}
     reference = reference_trial(trials)
     rows = []
     for kind, t in sorted(best.items(), key=lambda item: -item[1].value):
@@ -113,12 +125,12 @@ def anneal_table(study: optuna.Study, kind_of: dict[int, str] | None = None) -> 
         others = [o for k, o in best.items() if k != kind]
         runner_up = max(others, key=lambda o: o.value) if others else None
         lead = gap_interval(t, runner_up)
-        rows.append({"kl_anneal_type": kind, "trial": t.number, "seeds": len(values),
+        rows.append({ANNEAL: kind, "trial": t.number, "seeds": len(values),
                      "final_psnr": value.mean, "ci95": value.half_width,
                      "gain_vs_reference": gap.mean, "gain_ci95": gap.half_width, "vs_reference": verdict(gap),
                      "vs_best_other_type": f"{kinds[runner_up.number]} (trial {runner_up.number})" if runner_up else "",
                      "gap": lead.mean, "gap_ci95": lead.half_width, "gap_verdict": verdict(lead)})
-    return pd.DataFrame(rows, columns=["kl_anneal_type", "trial", "seeds", "final_psnr", "ci95", "gain_vs_reference",
+    return pd.DataFrame(rows, columns=[ANNEAL, "trial", "seeds", "final_psnr", "ci95", "gain_vs_reference",
                                        "gain_ci95", "vs_reference", "vs_best_other_type", "gap", "gap_ci95",
                                        "gap_verdict"])
 

@@ -18,7 +18,7 @@ from models.config import TrainConfig
 from .params import Param
 from .sampling import MedianPruner, Pruner, Sampler, TpeSampler
 from .sections import Finite, Section, rule
-from .values import ParamSpec, StudySpec
+from .values import ConfirmSpec, ParamSpec, StudySpec
 
 # Metric -> the only direction that makes sense for it.
 METRICS = {"val_psnr": "maximize"}
@@ -80,6 +80,25 @@ class Objective(Section):
         return self
 
 
+class Confirm(Section):
+    """The confirmation: the `top` search trials, the best of each value of `per`, and the reference, re-trained
+    on `seeds` fresh seeds (racing: `min_seeds` first, then one at a time while the ranking is in doubt)."""
+    top: int = Field(3, ge=0)
+    per: str | None = None
+    seeds: int = Field(5, ge=1)
+    min_seeds: int = Field(2, ge=2)     # one seed gives no interval, so racing could stop nothing
+    racing: bool = True
+
+    @model_validator(mode="after")
+    def _rounds_fit(self) -> Confirm:
+        if self.min_seeds > self.seeds:
+            raise rule(f"must be at most seeds ({self.seeds}), got {self.min_seeds}", "min_seeds")
+        return self
+
+    def to_spec(self) -> ConfirmSpec:
+        return ConfirmSpec(self.top, self.per, self.seeds, self.min_seeds, self.racing)
+
+
 def _plain_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise rule(f"{name!r} must consist of letters, digits, '_', '.' and '-'")
@@ -109,6 +128,7 @@ class Study(Section):
     retries: int = Field(2, ge=0)
     seeds: int = Field(1, ge=1)
     pack: int = Field(1, ge=1)
+    confirm: Confirm | None = None
 
     @field_validator("search_space")
     @classmethod
@@ -134,6 +154,13 @@ class Study(Section):
             for section, values in (("fixed", self.fixed), ("budget", self.budget)):
                 if name in values:
                     raise rule(f"also set in {section}; a key is either set or searched", "search_space", name)
+        return self
+
+    @model_validator(mode="after")
+    def _confirm_per_names_a_config_key(self) -> Study:
+        per = self.confirm.per if self.confirm else None
+        if per is not None and per not in self.search_space and per not in self.fixed and per not in CONFIG_FIELDS:
+            raise rule("names no searched parameter or config key", "confirm", "per")
         return self
 
     @model_validator(mode="after")
@@ -188,4 +215,5 @@ class Study(Section):
             pruner=self._options(self.pruner),
             enqueue=tuple({k: float(v) if k in floats else v for k, v in trial.items()} for trial in self.enqueue),
             retries=self.retries, seeds=self.seeds, pack=self.pack,
+            confirm=self.confirm.to_spec() if self.confirm else None,
         )

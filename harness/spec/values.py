@@ -48,6 +48,16 @@ class ParamSpec:
 
 
 @dataclass(frozen=True)
+class ConfirmSpec:
+    """The confirmation after the search: which configurations, on how many fresh seeds, raced or not."""
+    top: int                 # the best `top` search trials
+    per: str | None          # and the best trial of each value of this config key
+    seeds: int               # fresh seeds a candidate gets at most
+    min_seeds: int           # in racing, the first round's seeds
+    racing: bool             # False: every candidate gets every seed
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A loaded, checked study spec (see studies/*.yaml)."""
     name: str
@@ -68,6 +78,7 @@ class StudySpec:
     seeds: int = 1  # trainings per trial, one per seed; the trial's value is their mean
     pack: int = 1  # models per batched pass (models.packing): a trial's seeds, and pack // seeds trials at once;
                    # not in the fingerprint
+    confirm: ConfirmSpec | None = None  # None: the search's ranking stands unconfirmed; not in the fingerprint
 
 
 def train_values(spec: StudySpec, params: dict[str, Any]) -> dict[str, Any]:

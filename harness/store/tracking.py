@@ -4,6 +4,8 @@ Free of torch and the trainer (readers of a store use it); what a training run s
 trains is harness.worker.mlflow_logger's."""
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
 from pathlib import Path
@@ -14,13 +16,13 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from harness.outputs.names import (CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER, CHECKPOINTS_DIR, LAST_CHECKPOINT,
-                                   RUN_FILES, trial_name)
 from harness.errors import UsageError
+from harness.outputs.names import (CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER, CHECKPOINTS_DIR, CONFIRMED_CSV,
+                                   LAST_CHECKPOINT, RUN_FILES, confirm_run_name, trial_name)
 from .locations import Stores, check_tracking_server, prepare_sqlite, store_lock
 
 STUDY_TAG = "harness.study"
-ROLE_TAG = "harness.role"          # "study" (parent) or "trial"
+ROLE_TAG = "harness.role"          # "study" (parent), "trial" or "confirmation"
 TRIAL_TAG = "harness.trial"
 STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
 SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
@@ -109,17 +111,36 @@ class StudyTracker:
             metrics.append(Metric("best_val_psnr", best_value, _now_ms(), step))
         _race_tolerant(self.client.log_batch, self.parent_run_id, metrics=metrics)
 
+    def log_confirmation(self, rows: list[dict[str, Any]]) -> None:
+        """The confirmed ranking on the study's parent run: as a table, and its leader as tags."""
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+        self.client.log_text(self.parent_run_id, table.getvalue(), CONFIRMED_CSV)
+        if rows:
+            top = rows[0]
+            _race_tolerant(self.client.set_tag, self.parent_run_id, "harness.confirmed_leader",
+                           f"trial {top['search_trial']}: {top['confirmed_psnr']:.2f} ± {top['ci95']:.2f} dB "
+                           f"over {top['seeds']} fresh seeds ({top['params']})")
+
     def study_finished(self, best_trial: int | None) -> None:
         if best_trial is not None:
             _race_tolerant(self.client.set_tag, self.parent_run_id, "harness.best_trial", str(best_trial))
         _race_tolerant(self.client.set_terminated, self.parent_run_id, "FINISHED")
 
     # -- trial level -----------------------------------------------------------
-    def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str]) -> str:
+    def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str],
+                    confirmation: dict[str, Any] | None = None) -> str:
+        """A trial's run under the study's parent run; a confirmation training's (`confirmation`: the
+        candidate, the search trial it confirms, its seed) is tagged as one, beside the search's trials."""
+        role, name = ("confirmation", confirm_run_name(trial_number)) if confirmation else ("trial",
+                                                                                             trial_name(trial_number))
+        extra = {f"harness.{key}": str(value) for key, value in (confirmation or {}).items()}
         run = self.client.create_run(
-            self.experiment_id, run_name=trial_name(trial_number),
-            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: "trial", STUDY_TAG: self.study_name,
-                  TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", SEARCHED_TAG: ",".join(searched)})
+            self.experiment_id, run_name=name,
+            tags={MLFLOW_PARENT_RUN_ID: self.parent_run_id, ROLE_TAG: role, STUDY_TAG: self.study_name,
+                  TRIAL_TAG: str(trial_number), STATE_TAG: "RUNNING", SEARCHED_TAG: ",".join(searched), **extra})
         params = [Param(key, str(value)) for key, value in config.items() if key != "loss_convention"]
         self.client.log_batch(run.info.run_id, params=params,
                               tags=[RunTag("harness.loss_convention", config["loss_convention"])])

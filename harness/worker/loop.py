@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, Protocol
 
+import optuna
 from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
@@ -24,11 +25,37 @@ from harness.store.trials import best_trial, counted_trials, state_counts
 from models.lockstep import Lockstep, PackFailed, advance_together
 
 from .training import Finished, WorkerContext, trial_epochs
+from .trial import ask
 
 # A worker gives up after this many failed trials in a row: something is wrong beyond one config.
 MAX_CONSECUTIVE_FAILURES = 3
 # ... and after this many sampled repeats in a row: the sampler finds no new point in the space.
 MAX_CONSECUTIVE_REPEATS = 20
+
+
+class TrialSource(Protocol):
+    """Where a worker's trials come from: the search samples them up to a target; a confirmation
+    queues them in rounds."""
+
+    def claim(self) -> optuna.Trial | None:
+        """The next trial for this worker (asked, so RUNNING), or None when there is none to take now."""
+
+    def finished(self) -> bool:
+        """Nothing more will be there to claim (trials other workers run may still end, or be retried)."""
+
+
+class SearchTrials:
+    """The search's trials: sampled (or queued: reference, retries) until the study holds `target`."""
+
+    def __init__(self, study: optuna.Study, target: int):
+        self.study = study
+        self.target = target
+
+    def finished(self) -> bool:
+        return len(counted_trials(self.study.get_trials(deepcopy=False))) >= self.target
+
+    def claim(self) -> optuna.Trial | None:
+        return None if self.finished() else ask(self.study)
 
 
 @dataclass
@@ -41,10 +68,12 @@ class Held:
 class SweepLoop:
     """One worker's trials: what it holds now, and its counts so far (for the progress lines)."""
 
-    def __init__(self, ctx: WorkerContext, *, target: int, timeout: float | None, trials_at_once: int, pack: int):
+    def __init__(self, ctx: WorkerContext, source: TrialSource, *, target: int, timeout: float | None,
+                 trials_at_once: int, pack: int):
         self.ctx = ctx
+        self.source = source
         self.study = ctx.parts.study
-        self.target = target
+        self.target = target        # for the progress lines: the trials the study is to hold
         self.timeout = timeout
         self.trials_at_once = trials_at_once
         self.pack = pack
@@ -56,7 +85,7 @@ class SweepLoop:
         self.exhausted = False      # the sampler keeps proposing points the study has
 
     def run(self) -> int:
-        """Run until the study holds its target (and no other worker's trial may need a retry) or the
+        """Run until the source is finished (and no other worker's trial may need a retry) or the
         timeout; returns the number of trials this worker trained."""
         started = time.monotonic()
         interval, _ = heartbeat_settings()
@@ -77,11 +106,8 @@ class SweepLoop:
                         break
                     # Stay while other workers run the last trials: if one of them dies, its trial is
                     # re-queued after the grace period, and someone must be here to run it.
-                    counted = counted_trials(self.study.get_trials(deepcopy=False))
-                    running = {t.number for t in counted if t.state == TrialState.RUNNING}
-                    if len(counted) < self.target:
-                        continue
-                    if not running:
+                    running = {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+                    if not running and self.source.finished():
                         break
                     if running != waiting_for:
                         self.ctx.echo(f"waiting for trial(s) {', '.join(map(str, sorted(running)))} on other "
@@ -99,9 +125,10 @@ class SweepLoop:
     def _fill(self) -> None:
         """Take new trials while there is a free slot and the study wants more."""
         while len(self.held) < self.trials_at_once and not self.exhausted:
-            if len(counted_trials(self.study.get_trials(deepcopy=False))) >= self.target:
+            asked = self.source.claim()
+            if asked is None:
                 return
-            epochs = trial_epochs(self.ctx)
+            epochs = trial_epochs(self.ctx, asked)
             try:
                 group = next(epochs)
             except StopIteration as done:      # not trained (a repeat), or failed before its first epoch

@@ -1,4 +1,4 @@
-"""`harness sweep --workers N`: N worker processes of one study on this machine, started and stopped
+"""`harness sweep --workers N` (and `confirm`): N worker processes of one study on this machine, started and stopped
 together, the cores split between them, their output merged line by line under a [wK] prefix.
 
 Each worker is a plain `harness sweep` process (the study's store shares the trials out, as it does for
@@ -23,14 +23,14 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // workers)
 
 
-def run_workers(sweep_args: list[str], workers: int, echo: Callable[[str], None]) -> int:
-    """Run `harness sweep *sweep_args` `workers` times side by side; their exit status (130 when
-    interrupted, else the first worker's that failed, else 0)."""
+def run_workers(command: str, args: list[str], workers: int, echo: Callable[[str], None]) -> int:
+    """Run `harness COMMAND *args` (sweep, confirm) `workers` times side by side; their exit status (130
+    when interrupted, else the first worker's that failed, else 0)."""
     threads = threads_per_worker(workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONUNBUFFERED": "1"}
     echo(f"starting {workers} workers, {threads} thread(s) each")
-    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", "sweep", *sweep_args], env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", "harness.cli", command, *args], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                               start_new_session=True)
              for _ in range(workers)]

@@ -7,25 +7,30 @@ continues the same study; raise `--n-trials` to extend a finished one.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import optuna
-from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
 
+from harness.errors import UsageError
+from harness.ranking import Ranked, confirmed_ranking, ranking_rows
 from harness.spec import StudySpec, train_values
 from harness.spec.fingerprint import fingerprint_attrs, recorded_in_older_version, spec_matches
+from harness.store.confirmation import standing
 from harness.store.locations import Stores, safe_url, store_lock
 from harness.store.optuna_storage import heartbeat_settings, open_storage
 from harness.store.tracking import StudyTracker
-from harness.store.trials import best_trial, counted_trials, state_counts
+from harness.store.trials import best_trial, counted_trials, load_existing_study, state_counts
 from models.config import TrainConfig
 from models.data import load_dance_data
 from models.errors import HarnessError
 
+from .confirm import ConfirmTrials, open_confirmation
 from .datasets import frames_cache_dir, resolve_data_root
-from .loop import SweepLoop
+from .loop import SearchTrials, SweepLoop
 from .search import make_pruner, make_sampler
 from .signals import StopSignals
 from .training import WorkerContext
@@ -90,34 +95,47 @@ def _set_attrs(study: optuna.Study, attrs: dict) -> None:
         study.set_user_attr(key, value)
 
 
-def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, timeout: float | None = None,
-              device: str = "auto", seed: int | None = None, echo: Callable[[str], None] = print,
-              stop: StopSignals | None = None, checkpoint_every: int = 1) -> SweepSummary:
-    """Take trials of the spec's study until it holds its target; with `stop`, a stop signal ends the
-    worker at the next safe point (StopRequested), its running trial queued again. Each trial's
-    checkpoint goes to its MLflow run after every `checkpoint_every` epochs (0: at its end only)."""
+@dataclass(frozen=True, kw_only=True)
+class WorkerOptions:
+    """How a worker runs, whatever its study: the device of its trainings, the seed that overrides the
+    spec's, the stop signals it heeds, how often a checkpoint goes to MLflow, where it reports."""
+    device: str = "auto"
+    seed: int | None = None
+    echo: Callable[[str], None] = print
+    stop: StopSignals | None = None
+    checkpoint_every: int = 1           # upload after every k-th epoch (0: at a trial's end only)
+
+
+def worker_context(spec: StudySpec, parts: StudyParts, options: WorkerOptions) -> WorkerContext:
+    """The data loaded once for every trial of this worker, and what they share."""
+    base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths
+    data_root = resolve_data_root(spec.data, base.height, base.width, progress=options.echo)
+    data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
+                           val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
+    return WorkerContext(spec=spec, parts=parts, data=data, data_root=data_root, device=options.device,
+                         seed=options.seed if options.seed is not None else base.seed, echo=options.echo,
+                         stop=options.stop, checkpoint_every=options.checkpoint_every)
+
+
+def run_sweep(spec: StudySpec, stores: Stores, options: WorkerOptions = WorkerOptions(), *,
+              n_trials: int | None = None, timeout: float | None = None) -> SweepSummary:
+    """Take trials of the spec's study until it holds its target; with `options.stop`, a stop signal ends
+    the worker at the next safe point (StopRequested), its running trial queued again."""
     target = n_trials if n_trials is not None else spec.n_trials
     timeout = timeout if timeout is not None else spec.timeout
     heartbeat_settings()      # bad settings fail before any store is touched
     tracker = StudyTracker(stores, spec.name)
     requeue = StaleTrialHandler(spec.retries, tracker)
     storage = open_storage(stores, requeue)
-    study = open_study(spec, stores, storage, seed)
+    study = open_study(spec, stores, storage, options.seed)
     tracker.study_started(spec.path.read_text(), spec.description)
-
-    base = TrainConfig.from_dict(train_values(spec, {}))   # what no trial changes: frame size, lengths
-    data_root = resolve_data_root(spec.data, base.height, base.width, progress=echo)
-    data = load_dance_data(data_root, height=base.height, width=base.width, train_vi_len=base.train_vi_len,
-                           val_vi_len=base.val_vi_len, cache_dir=frames_cache_dir())
-    ctx = WorkerContext(spec=spec, parts=StudyParts(study, storage, tracker, stores, requeue), data=data,
-                        data_root=data_root, device=device, seed=seed if seed is not None else base.seed,
-                        echo=echo, stop=stop, checkpoint_every=checkpoint_every)
-    echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
-         f"tracking {safe_url(stores.tracking_uri)}")
+    ctx = worker_context(spec, StudyParts(study, storage, tracker, stores, requeue), options)
+    options.echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
+                 f"tracking {safe_url(stores.tracking_uri)}")
 
     # `pack` members per batched pass; a worker holds as many trials as fill one with their seeds.
-    loop = SweepLoop(ctx, target=target, timeout=timeout, trials_at_once=max(1, spec.pack // spec.seeds),
-                     pack=spec.pack)
+    loop = SweepLoop(ctx, SearchTrials(study, target), target=target, timeout=timeout,
+                     trials_at_once=max(1, spec.pack // spec.seeds), pack=spec.pack)
     ran = loop.run()
 
     trials = study.get_trials(deepcopy=False)
@@ -126,3 +144,57 @@ def run_sweep(spec: StudySpec, stores: Stores, *, n_trials: int | None = None, t
     if len(counted_trials(trials)) >= target and states["RUNNING"] == 0 and states["WAITING"] == 0:
         tracker.study_finished(best.number if best else None)
     return SweepSummary(spec.name, target, len(counted_trials(trials)), ran, states, best)
+
+
+@dataclass(frozen=True)
+class ConfirmSummary:
+    study_name: str
+    ran: int                        # trainings this worker ran
+    ranking: list[Ranked]           # the confirmed ranking, the leader first
+
+
+def run_confirmation(spec: StudySpec, stores: Stores, options: WorkerOptions = WorkerOptions(),
+                     timeout: float | None = None) -> ConfirmSummary:
+    """Confirm the spec's finished search (its `confirm` section): plan the candidates once, then train
+    their fresh seeds, raced, beside any other worker of the same study; ends when the race is done."""
+    if spec.confirm is None:
+        raise UsageError(f"{spec.path}: the spec has no confirm section; add one (docs/studies.md) to confirm "
+                         f"study {spec.name}")
+    heartbeat_settings()
+    tracker = StudyTracker(stores, spec.name)
+    requeue = StaleTrialHandler(spec.retries, tracker)
+    storage = open_storage(stores, requeue)
+    search = load_existing_study(stores, spec.name)
+    _wait_for_search(search, options)
+    study = open_confirmation(spec, stores, storage, search, options.echo)
+    source = ConfirmTrials(study, stores, options.echo)
+    ctx = worker_context(spec, StudyParts(study, storage, tracker, stores, requeue), options)
+    loop = SweepLoop(ctx, source, target=len(source.plan.candidates) * len(source.plan.seeds), timeout=timeout,
+                     trials_at_once=spec.pack, pack=spec.pack)
+    ran = loop.run()
+    ranking = confirmed_ranking(source.plan.candidates, *_values_and_stops(study, source))
+    if source.finished():
+        tracker.log_confirmation(ranking_rows(ranking))
+    return ConfirmSummary(spec.name, ran, ranking)
+
+
+def _values_and_stops(study: optuna.Study, source: ConfirmTrials) -> tuple[dict, dict]:
+    now = standing(study, source.plan)
+    return now.values, now.stopped
+
+
+def _wait_for_search(search: optuna.Study, options: WorkerOptions) -> None:
+    """A confirmation picks from the finished search: wait while other workers run its last trials."""
+    interval, _ = heartbeat_settings()
+    said = False
+    while True:
+        unfinished = search.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+        if not unfinished:
+            return
+        if not said:
+            options.echo(f"confirmation waits for the search's trial(s) {', '.join(str(t.number) for t in unfinished)}")
+            said = True
+        if options.stop is not None:
+            options.stop.check()
+        fail_stale_trials(search)
+        time.sleep(interval)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Generator
 
 import numpy as np
+import optuna
 from optuna.trial import FrozenTrial
 
 from harness.intervals import mean_interval
@@ -108,13 +109,13 @@ class SeedRun:
     logger: MlflowTrialLogger
 
 
-def trial_epochs(ctx: WorkerContext) -> Generator[Lockstep, None, Finished]:
-    """The study's next trial from ask to tell: yields its seeds' group once per epoch, and returns how
-    it finished. An error is the trial's failure (recorded; the worker goes on); an interruption is
-    recorded, the trial queued again, and raised on."""
+def trial_epochs(ctx: WorkerContext, asked: optuna.Trial) -> Generator[Lockstep, None, Finished]:
+    """A trial from ask to tell: yields its seeds' group once per epoch, and returns how it finished. An
+    error is the trial's failure (recorded; the worker goes on); an interruption is recorded, the trial
+    queued again, and raised on."""
     started = time.perf_counter()
     trained = True      # a trial that fails counts as trained: it took this worker's time
-    with Trial.ask(ctx.parts) as trial:
+    with Trial(ctx.parts, asked) as trial:
         trained = yield from train_trial(trial, ctx)
     return Finished(trial.finished, time.perf_counter() - started if trained else None)
 
@@ -131,9 +132,14 @@ def train_trial(trial: Trial, ctx: WorkerContext) -> Generator[Lockstep, None, b
         return False
     config = TrainConfig.from_dict(train_values(ctx.spec, params) | {"data": str(ctx.data_root),
                                                                      "device": ctx.device, "seed": ctx.seed})
-    seeds = trial_seeds(config.seed, ctx.spec.seeds)
+    # A confirmation trains one fresh seed; a search trial the spec's seeds from the sweep's.
+    confirmation = trial.confirmation
+    seeds = [confirmation["seed"]] if confirmation else trial_seeds(config.seed, ctx.spec.seeds)
+    config = config.replace(seed=seeds[0])
     trial.start(config.to_dict(), sorted(params), seeds)
-    ctx.echo(f"trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in params.items())
+    what = (f"confirmation {trial.number} of trial {confirmation['confirms']} ({confirmation['candidate']}), "
+            f"seed {seeds[0]}: " if confirmation else f"trial {trial.number}: ")
+    ctx.echo(what + ", ".join(f"{k}={_short(v)}" for k, v in params.items())
              + (f" (seeds {seeds[0]}..{seeds[-1]})" if len(seeds) > 1 else ""))
     runs = [_seed_run(trial, ctx, config.replace(seed=seed), len(seeds)) for seed in seeds]
     _note_resumed(trial, runs)

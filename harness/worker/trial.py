@@ -4,7 +4,7 @@ A worker asks the study for a trial, trains it, and tells the study how it ended
 between that both stores must agree on goes through one `Trial`, so that a trial ends exactly once,
 the same way in Optuna and in MLflow:
 
-    with Trial.ask(study_parts) as trial:    # heartbeats while it runs
+    with Trial(study_parts, ask(study)) as trial:    # heartbeats while it runs
         trial.start(config, searched, seeds)
         ...                                  # each epoch: trial.report(epoch, value)
         trial.complete(value)                # or trial.prune(message) / trial.fail(message)
@@ -30,7 +30,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.outputs.files import json_safe
-from harness.outputs.names import ERROR_FILE
+from harness.outputs.names import (CANDIDATE_ATTR, CONFIRM_SEED_ATTR, CONFIRM_STAGE, CONFIRMS_ATTR, ERROR_FILE,
+                                   STAGE_ATTR)
 from harness.store.locations import Stores
 from harness.store.tracking import StudyTracker
 
@@ -83,10 +84,21 @@ class Heartbeat:
             self._thread.join()
 
 
+def ask(study: optuna.Study) -> optuna.Trial:
+    """The study's next trial: a queued one (reference, retry, confirmation) first, else a sampled one."""
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for Study.optimize; a Trial sends them itself.
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        return study.ask()
+
+
 class Trial:
     """The one place that starts, records and ends a trial in both stores (see the module's doc)."""
 
     def __init__(self, parts: StudyParts, trial: optuna.Trial):
+        for key in ATTEMPT_ATTRS:
+            if key in trial.user_attrs:
+                trial.set_user_attr(key, None)
         self.parts = parts
         self.trial = trial
         self.trial_dir = parts.trial_dir(trial.number)
@@ -100,15 +112,8 @@ class Trial:
 
     @classmethod
     def ask(cls, parts: StudyParts) -> Trial:
-        """Take the study's next trial: a queued one (reference, retry) first, else a sampled one."""
-        with warnings.catch_warnings():
-            # Optuna warns that heartbeats are meant for Study.optimize; a Trial sends them itself.
-            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-            trial = parts.study.ask()
-        for key in ATTEMPT_ATTRS:
-            if key in trial.user_attrs:
-                trial.set_user_attr(key, None)
-        return cls(parts, trial)
+        """The study's next trial, owned."""
+        return cls(parts, ask(parts.study))
 
     @property
     def number(self) -> int:
@@ -118,6 +123,14 @@ class Trial:
     def study(self) -> optuna.Study:
         return self.parts.study
 
+    @property
+    def confirmation(self) -> dict[str, Any] | None:
+        """A confirmation training's candidate, the search trial it confirms and its seed; None in a search."""
+        attrs = self.trial.user_attrs
+        if attrs.get(STAGE_ATTR) != CONFIRM_STAGE:
+            return None
+        return {"candidate": attrs[CANDIDATE_ATTR], "confirms": attrs[CONFIRMS_ATTR], "seed": attrs[CONFIRM_SEED_ATTR]}
+
     def stored(self) -> FrozenTrial:
         """The trial as the storage holds it, with what a retry inherited (system attrs, earlier
         epochs' values) that `optuna.Trial` does not expose."""
@@ -126,7 +139,7 @@ class Trial:
     # -- while it runs -------------------------------------------------------------------------
     def start(self, config: dict[str, Any], searched: list[str], seeds: list[int]) -> None:
         """Open the trial's MLflow run and note where its results live."""
-        self.run_id = self.parts.tracker.start_trial(self.number, config, searched)
+        self.run_id = self.parts.tracker.start_trial(self.number, config, searched, self.confirmation)
         self.set_attrs({"mlflow_run_id": self.run_id, "trial_dir": str(self.trial_dir), "seeds": seeds,
                         "worker": f"{socket.gethostname()}:{os.getpid()}"})
 

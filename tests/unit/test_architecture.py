@@ -11,16 +11,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Each package of harness/ and what of the harness it may import (its own modules always).
-# The leaves: errors.py and intervals.py; cli/ sits on top and may import any of them.
+# The leaves (errors.py, intervals.py, ranking.py) below all of them; cli/ sits on top.
 MAY_IMPORT = {
     "spec": {"errors"},
     "outputs": set(),
-    "store": {"errors", "outputs"},
-    "report": {"errors", "intervals", "outputs", "store"},
-    "worker": {"errors", "intervals", "outputs", "spec", "store"},
-    "cli": {"errors", "intervals", "outputs", "report", "spec", "store", "worker"},
+    "store": {"errors", "outputs", "ranking"},
+    "report": {"errors", "intervals", "outputs", "ranking", "store"},
+    "worker": {"errors", "intervals", "outputs", "ranking", "spec", "store"},
+    "cli": {"errors", "intervals", "outputs", "ranking", "report", "spec", "store", "worker"},
 }
-LEAVES = {"errors": set(), "intervals": set()}
+# Modules at harness/'s top: statistics that the worker and the report share, and the error classes.
+LEAVES = {"errors": set(), "intervals": set(), "ranking": {"intervals"}}
 # Packages that must stay light: read-only commands and reports import them on machines without a GPU
 # driver, and in a second (torch takes seconds to import).
 NO_TORCH = ("spec", "store", "report", "outputs")
@@ -55,9 +56,9 @@ def test_imports_flow_one_way_between_the_harness_packages(package):
     assert not wrong, sorted(wrong)
 
 
-def test_the_leaf_modules_import_nothing_of_the_harness():
-    for name in LEAVES:
-        assert harness_imports(ROOT / "harness" / f"{name}.py") == set(), name
+def test_the_leaf_modules_import_only_leaves():
+    for name, allowed in LEAVES.items():
+        assert harness_imports(ROOT / "harness" / f"{name}.py") <= allowed, name
 
 
 def test_models_know_nothing_of_the_harness_optuna_or_mlflow():

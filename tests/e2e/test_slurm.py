@@ -24,7 +24,7 @@ from servers import postgres_server
 from slurm_cluster import Cluster, slurm_cluster
 from sweep_helpers import mlflow_runs, write_spec
 
-SCRIPT = Path(__file__).resolve().parents[1] / "docker" / "slurm" / "sweep-array.sbatch"
+SCRIPT = Path(__file__).resolve().parents[2] / "docker" / "slurm" / "sweep-array.sbatch"
 # Epochs enough that a trial seen mid-way (its first epoch's checkpoint written) is still training
 # when the signal arrives.
 BUDGET = {"epochs": 4, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6, "val_vi_len": 24,

@@ -34,7 +34,7 @@ def new_study(spec: StudySpec, seed: int | None = None) -> optuna.Study:
 
 
 def test_shipped_studies_are_available():
-    assert studies_dir() == Path(__file__).resolve().parents[1] / "studies"
+    assert studies_dir() == Path(__file__).resolve().parents[3] / "studies"
     assert available_studies() == list(SHIPPED)
 
 

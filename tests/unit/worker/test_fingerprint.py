@@ -18,7 +18,7 @@ from harness.spec import ParamSpec, StudySpec, load_study_spec
 from harness.worker.search import suggest_params
 from harness.worker.sweep import StudyMismatch, open_study
 
-STORE = Path(__file__).parent / "data" / "store-2026-12"
+STORE = Path(__file__).resolve().parents[2] / "data" / "store-2026-12"
 # open_study opens the storage as a worker does, with heartbeats; these tests ask and tell by hand.
 pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
               pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")]

@@ -12,7 +12,6 @@ from typing import Callable
 import pytest
 from optuna.trial import TrialState
 
-from harness.worker.processes import threads_per_worker
 from sweep_helpers import study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
@@ -48,10 +47,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def test_threads_split_the_cores():
-    assert [threads_per_worker(n, cores=8) for n in (1, 2, 3, 16)] == [8, 4, 2, 1]
 
 
 def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_run_again(tiny_data_root, tmp_path):

@@ -11,10 +11,17 @@ import torch
 from PIL import Image
 
 from models import data
-from models.data import DataError, load_dance_data, load_frames, load_test_sequences
+from models.data import DataError, load_dance_data, load_test_sequences
 
 H, W = 8, 12  # small frames keep the tests fast; the loader is told this size explicitly
 IMG, LABEL = 0, 200  # blue channel tells images from labels
+
+
+def load_frames(folder: Path, size: tuple[int | None, int | None] | None = None,
+                cache_dir: Path | None = None) -> torch.Tensor:
+    """One frame folder as load_dance_data reads each of its folders (sorted, decoded, cached); a size of
+    None, or a None entry, takes it from the first frame."""
+    return data._load_listed(folder, data._list_frames(folder), size or (None, None), cache_dir)
 
 
 def write_frame(path: Path, index: int, kind: int = IMG, size: tuple[int, int] = (H, W)) -> None:
