@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import optuna
 import yaml
 from mlflow import MlflowClient
 
-from harness.store.locations import resolve_stores
+from harness.store.locations import MLFLOW_DB, resolve_stores
 
 TRIAL_ARTIFACTS = {"loss.png", "schedules.png", "psnr_per_frame.png", "rollout.gif", "config.yaml",
                    "metrics.csv", "metrics.json", "psnr_per_frame.csv"}
@@ -46,6 +47,14 @@ def artifact_names(client, run_id: str, folder: str | None = None) -> set[str]:
     for entry in client.list_artifacts(run_id, folder):
         names |= artifact_names(client, run_id, entry.path) if entry.is_dir else {entry.path}
     return names
+
+
+def new_runs(folder: Path, mlflow_template: Path) -> Path:
+    """`folder`, made a runs folder whose MLflow store already has its tables (a copy of the session's
+    migrated store, tests/conftest.py): creating them takes a sweep's process seconds, every time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_template, folder / MLFLOW_DB)
+    return folder
 
 
 def write_spec(path: Path, data_root: Path, **changes) -> Path:

@@ -53,6 +53,9 @@ from .look import draw_look
 from .motion import dance
 from .render import paint_video
 
+# The smallest value of each integer argument of generate_dataset (frames below 16 pixels have no figure).
+MINIMUMS = {"train_videos": 1, "val_videos": 1, "test_videos": 1, "frames": 1, "val_frames": 1, "height": 16,
+            "width": 16, "seed": 0}
 SPLIT_KEYS = {"train": 0, "val": 1, "test": 2}  # spawn keys: one RNG stream per split and video
 
 # Ranges of the per-video look (see the module docstring): (saturation, value) of a colour, or (low, high).
@@ -117,72 +120,30 @@ def generate_dataset(
 ) -> dict:
     """Write the data set in the lab layout under `out`; return a summary dict (counts, seconds, parameters).
 
-    Beside each image folder goes a mask folder of the same frame names
-    (train/train_mask, val/val_mask, test/test_mask/<i>). `out` must not exist
-    or be an empty folder. The set is written into a temporary sibling folder
-    that is renamed into place at the end, so `out` never holds a partial set.
-    Video i of a split is drawn from the RNG stream (seed, split, i): changing
-    one split's size leaves the other splits' files unchanged, and the same
-    arguments give byte-identical files. `appearance` (a key of APPEARANCES)
-    changes the colours only.
+    Beside each image folder goes a mask folder of the same frame names (train/train_mask, val/val_mask,
+    test/test_mask/<i>). `out` must not exist or be an empty folder. The set is written into a temporary
+    sibling folder renamed into place at the end, so `out` never holds a partial set. Video i of a split
+    is drawn from the RNG stream (seed, split, i): changing one split's size leaves the other splits'
+    files unchanged, and the same arguments give byte-identical files. `appearance` (a key of
+    APPEARANCES) changes the colours only.
     """
-    for name, value, minimum in (
-        ("train_videos", train_videos, 1), ("val_videos", val_videos, 1), ("test_videos", test_videos, 1),
-        ("frames", frames, 1), ("val_frames", val_frames, 1),
-        ("height", height, 16), ("width", width, 16), ("seed", seed, 0),
-    ):
-        _check_int(name, value, minimum)
-    _check_appearance(appearance)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OutputExists(f"{out} already exists and is not an empty folder")
     parameters = dict(
         train_videos=train_videos, val_videos=val_videos, test_videos=test_videos,
         frames=frames, val_frames=val_frames, height=height, width=width, seed=seed, appearance=appearance,
     )
-    videos = []
-    for split, count, length in (("train", train_videos, frames), ("val", val_videos, val_frames),
-                                 ("test", test_videos, val_frames)):
-        for i in range(count):
-            if split == "test":  # a folder per video, numbered from frame0
-                folders = tuple(f"test/test_{kind}/{i}" for kind in ("img", "label", "mask"))
-                videos.append(_Video(split, i, length, *folders, 0))
-            else:  # the split's videos one after another in one folder
-                folders = tuple(f"{split}/{split}_{kind}" for kind in ("img", "label", "mask"))
-                videos.append(_Video(split, i, length, *folders, i * length))
-
+    for name, minimum in MINIMUMS.items():
+        _check_int(name, parameters[name], minimum)
+    _check_appearance(appearance)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputExists(f"{out} already exists and is not an empty folder")
+    videos = _video_plan(parameters)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-
-    def make_video(video: _Video) -> float:
-        """Render one video and write its frames; returns the seconds spent rendering."""
-        t0 = time.perf_counter()
-        stream = np.random.SeedSequence(seed, spawn_key=(SPLIT_KEYS[video.split], video.index))
-        rng = np.random.default_rng(stream)
-        images, labels, masks = render_video(rng, video.n_frames, height, width, appearance)
-        rendering = time.perf_counter() - t0
-        for folder, pictures in ((video.image_dir, images), (video.label_dir, labels), (video.mask_dir, masks)):
-            for k, pixels in enumerate(pictures):
-                _write_png(staging / folder / f"frame{video.first + k}.png", pixels)
-        return rendering
-
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the data set is not
-        for folder in {folder for video in videos for folder in (video.image_dir, video.label_dir, video.mask_dir)}:
-            (staging / folder).mkdir(parents=True)
-        render_seconds = 0.0
-        # numpy, zlib and file writes release the GIL: threads keep every core busy.
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            try:
-                for video, seconds in zip(videos, pool.map(make_video, videos)):
-                    render_seconds += seconds
-                    if progress is not None:
-                        total = parameters[f"{video.split}_videos"]
-                        progress(f"synth: {video.split} video {video.index + 1}/{total} written")
-            except BaseException:
-                pool.shutdown(cancel_futures=True)  # do not finish the queued videos
-                raise
+        render_seconds = _write_videos(videos, staging, parameters, progress)
         record = json.dumps({"generator": "models.synth", **parameters}, indent=2)
         (staging / "synth.json").write_text(record + "\n")
         try:
@@ -194,15 +155,61 @@ def generate_dataset(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    seconds = time.perf_counter() - started
     return {
         "out": str(out),
         "frames": {split: sum(v.n_frames for v in videos if v.split == split) for split in SPLIT_KEYS},
         "files": 3 * sum(video.n_frames for video in videos) + 1,  # image, label and mask per frame
-        "seconds": round(seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
         "render_seconds": round(render_seconds, 3),  # summed over videos, which render in parallel
         "parameters": parameters,
     }
+
+
+def _video_plan(parameters: dict) -> list[_Video]:
+    """Every video of the set, with the folders and first frame number its frames go to."""
+    videos = []
+    for split, length in (("train", parameters["frames"]), ("val", parameters["val_frames"]),
+                          ("test", parameters["val_frames"])):
+        for i in range(parameters[f"{split}_videos"]):
+            if split == "test":  # a folder per video, numbered from frame0
+                folders = tuple(f"test/test_{kind}/{i}" for kind in ("img", "label", "mask"))
+                videos.append(_Video(split, i, length, *folders, 0))
+            else:  # the split's videos one after another in one folder
+                folders = tuple(f"{split}/{split}_{kind}" for kind in ("img", "label", "mask"))
+                videos.append(_Video(split, i, length, *folders, i * length))
+    return videos
+
+
+def _write_videos(videos: list[_Video], staging: Path, parameters: dict,
+                  progress: Callable[[str], None] | None) -> float:
+    """Render and write every video into `staging`; returns the seconds spent rendering, over all videos."""
+    height, width, seed, appearance = (parameters[k] for k in ("height", "width", "seed", "appearance"))
+
+    def make_video(video: _Video) -> float:
+        t0 = time.perf_counter()
+        stream = np.random.SeedSequence(seed, spawn_key=(SPLIT_KEYS[video.split], video.index))
+        images, labels, masks = render_video(np.random.default_rng(stream), video.n_frames, height, width, appearance)
+        rendering = time.perf_counter() - t0
+        for folder, pictures in ((video.image_dir, images), (video.label_dir, labels), (video.mask_dir, masks)):
+            for k, pixels in enumerate(pictures):
+                _write_png(staging / folder / f"frame{video.first + k}.png", pixels)
+        return rendering
+
+    for folder in {folder for video in videos for folder in (video.image_dir, video.label_dir, video.mask_dir)}:
+        (staging / folder).mkdir(parents=True)
+    render_seconds = 0.0
+    # numpy, zlib and file writes release the GIL: threads keep every core busy.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        try:
+            for video, seconds in zip(videos, pool.map(make_video, videos)):
+                render_seconds += seconds
+                if progress is not None:
+                    progress(f"synth: {video.split} video {video.index + 1}/{parameters[f'{video.split}_videos']} "
+                             "written")
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # do not finish the queued videos
+            raise
+    return render_seconds
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

@@ -50,6 +50,15 @@ def dance(rng: np.random.Generator, n_frames: int, height: int, width: int) -> n
     period = rng.uniform(24, 56)  # frames per movement cycle: the video's tempo
     # A slow phrase, the cycle and a quick accent; the accent gets less weight so motion stays smooth.
     freqs = np.array([0.5, 1.0, 2.0]) / period
+    angles = _angles(rng, t, freqs)
+    figure = FIGURE_HEIGHT * height
+    joints = _skeleton(angles, n_frames, figure)
+    return joints + _root(rng, joints, t, period, freqs, figure, height, width)[:, None, :]
+
+
+def _angles(rng: np.random.Generator, t: np.ndarray, freqs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each joint angle over time: a sum of three waves per channel; arms and legs per side (a pair's
+    second side mirrors the first, moves in counter-phase, or on its own, drawn per video)."""
     accent_weight = np.array([1.0, 1.0, 0.35])
 
     def wave_params(lo: float, hi: float) -> tuple[float, np.ndarray, np.ndarray]:
@@ -63,18 +72,22 @@ def dance(rng: np.random.Generator, n_frames: int, height: int, width: int) -> n
         return centre + amps @ np.sin(2 * np.pi * freqs[:, None] * t + (phases + phase_shift)[:, None])
 
     def left_right(channel: str) -> tuple[np.ndarray, np.ndarray]:
-        """The channel on both sides: mirrored, in counter-phase, or independent (per video)."""
         left = wave_params(*ANGLE_RANGES[channel])
         coupling = rng.integers(3)
         if coupling == 2:
             return wave(left), wave(wave_params(*ANGLE_RANGES[channel]))
         return wave(left), wave(left, np.pi * coupling)
 
-    lean, tilt = wave(wave_params(*ANGLE_RANGES["lean"])), wave(wave_params(*ANGLE_RANGES["tilt"]))
-    arm, elbow = left_right("arm"), left_right("elbow")
-    leg, knee = left_right("leg"), left_right("knee")
+    # In this order: the draws of a seed's video stay what they were.
+    angles = {"lean": wave(wave_params(*ANGLE_RANGES["lean"])), "tilt": wave(wave_params(*ANGLE_RANGES["tilt"]))}
+    for channel in ("arm", "elbow", "leg", "knee"):
+        angles[channel] = left_right(channel)
+    return angles
 
-    figure = FIGURE_HEIGHT * height
+
+def _skeleton(angles: dict[str, np.ndarray], n_frames: int, figure: float) -> np.ndarray:
+    """The joints around a pelvis at the origin, from the angles, for a figure `figure` pixels tall."""
+    lean, tilt, arm, elbow, leg, knee = (angles[k] for k in ("lean", "tilt", "arm", "elbow", "leg", "knee"))
     joints = np.zeros((n_frames, len(JOINTS), 2))
     up = np.stack([-np.sin(lean), -np.cos(lean)], -1)
     right = np.stack([np.cos(lean), -np.sin(lean)], -1)
@@ -105,8 +118,13 @@ def dance(rng: np.random.Generator, n_frames: int, height: int, width: int) -> n
         knee_pos = put(f"knee_{side}", hip + THIGH * figure * direction(sign * (leg[k] + knee[k])))
         ankle = put(f"ankle_{side}", knee_pos + SHIN * figure * direction(sign * (leg[k] - 0.7 * knee[k])))
         put(f"toe_{side}", ankle + FOOT * figure * direction(np.full(n_frames, sign * FOOT_ANGLE)))
+    return joints
 
-    # Root: the lowest foot rests on the floor, lifted by a bounce; the body sways and travels.
+
+def _root(rng: np.random.Generator, joints: np.ndarray, t: np.ndarray, period: float, freqs: np.ndarray,
+          figure: float, height: int, width: int) -> np.ndarray:
+    """Where the pelvis goes, [n_frames, 2]: the lowest foot rests on the floor, lifted by a bounce; the
+    body sways and travels."""
     feet = joints[:, [J["ankle_l"], J["toe_l"], J["ankle_r"], J["toe_r"]], 1].max(1)
     bounce_height = rng.uniform(0.0, 0.05) * figure
     bounce = bounce_height * (0.5 - 0.5 * np.cos(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi)))
@@ -116,5 +134,4 @@ def dance(rng: np.random.Generator, n_frames: int, height: int, width: int) -> n
     travel_period = rng.uniform(4, 10) * period
     travel = rng.uniform(0.2, 0.7) * room * np.sin(2 * np.pi * t / travel_period + rng.uniform(0, 2 * np.pi))
     root_x = width / 2 + np.clip(travel + sway, -room, room)
-    joints += np.stack([root_x, root_y], -1)[:, None, :]
-    return joints
+    return np.stack([root_x, root_y], -1)

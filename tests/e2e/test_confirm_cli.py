@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from harness.outputs.names import CONFIRM_SEED_ATTR, confirm_study_name
 from harness.store.locations import resolve_stores
-from sweep_helpers import harness, mlflow_runs, ok, write_spec
+from sweep_helpers import harness, mlflow_runs, new_runs, ok, write_spec
 
 CONFIRM = {"top": 1, "seeds": 2, "min_seeds": 2}
 
@@ -32,11 +32,11 @@ def confirmation(runs) -> list[optuna.trial.FrozenTrial]:
 
 
 @pytest.fixture(scope="module")
-def confirmed(tiny_data_root, tmp_path_factory):
+def confirmed(tiny_data_root, tmp_path_factory, migrated_mlflow_db):
     """One sweep of a 2-trial search and its confirmation (the best trial and the reference, 2 fresh seeds
     each); the runs folder and the sweep's output."""
     folder = tmp_path_factory.mktemp("confirmed")
-    spec, runs = confirm_spec(folder, tiny_data_root), folder / "runs"
+    spec, runs = confirm_spec(folder, tiny_data_root), new_runs(folder / "runs", migrated_mlflow_db)
     result = ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
     return runs, result
 
@@ -81,7 +81,7 @@ def test_the_report_leads_with_the_confirmed_ranking(confirmed, tmp_path):
     assert (tmp_path / "t.confirmed.csv").is_file() and "optimism" in (tmp_path / "t.confirmed.csv").read_text()
 
 
-def test_a_search_without_confirmation_says_its_ranking_is_unconfirmed(tiny_data_root, tmp_path):
+def test_a_search_without_confirmation_says_its_ranking_is_unconfirmed(tiny_data_root, tmp_path, runs_dir):
     spec = write_spec(tmp_path / "plain.yaml", tiny_data_root, n_trials=1, pruner={"type": "none"})
     runs = tmp_path / "runs"
     ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))

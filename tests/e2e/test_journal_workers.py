@@ -11,7 +11,7 @@ from sweep_helpers import harness, ok, write_spec
 
 
 @pytest.mark.slow
-def test_two_workers_finish_a_study_on_a_journal_file(tiny_data_root, tmp_path):
+def test_two_workers_finish_a_study_on_a_journal_file(tiny_data_root, tmp_path, runs_dir):
     spec = write_spec(tmp_path / "journal.yaml", tiny_data_root, n_trials=2, pruner={"type": "none"})
     journal = tmp_path / "shared" / "optuna.log"
     out = ok(harness("sweep", "--study", str(spec), "--device", "cpu", "--workers", "2",

@@ -71,7 +71,7 @@ def test_read_only_commands_on_a_stored_study_stay_light(legacy_runs, tmp_path):
 
 
 @pytest.fixture
-def swept_runs(tmp_path, tiny_data_root) -> Path:
+def swept_runs(tmp_path, tiny_data_root, runs_dir) -> Path:
     """A runs directory holding a finished two-trial study, swept in its own process (that one trains)."""
     runs = tmp_path / "runs"
     spec = write_spec(tmp_path / "light.yaml", tiny_data_root)

@@ -10,15 +10,15 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from sweep_helpers import artifact_names, harness, mlflow_runs, ok, study, write_spec
+from sweep_helpers import artifact_names, harness, mlflow_runs, new_runs, ok, study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
 
 
-def test_packed_trials_record_what_separate_trials_do(tiny_data_root, tmp_path):
+def test_packed_trials_record_what_separate_trials_do(tiny_data_root, tmp_path, migrated_mlflow_db):
     spec = write_spec(tmp_path / "packed.yaml", tiny_data_root, n_trials=3, pruner={"type": "none"},
                       enqueue=[{"lr": 0.002}, {"lr": 0.004}])
-    separate_runs, packed_runs = tmp_path / "separate", tmp_path / "packed"
+    separate_runs, packed_runs = (new_runs(tmp_path / name, migrated_mlflow_db) for name in ("separate", "packed"))
     ok(harness("sweep", "--study", str(spec), "--runs-dir", str(separate_runs), "--device", "cpu"))
     result = ok(harness("sweep", "--study", str(spec), "--runs-dir", str(packed_runs), "--device", "cpu",
                         "--pack", "2"))
@@ -42,7 +42,7 @@ def test_packed_trials_record_what_separate_trials_do(tiny_data_root, tmp_path):
         assert {"checkpoint/last.pt", "rollout.gif"} <= artifact_names(client, run.info.run_id)
 
 
-def test_sigterm_queues_every_held_trial_and_a_rerun_resumes_each(tiny_data_root, tmp_path):
+def test_sigterm_queues_every_held_trial_and_a_rerun_resumes_each(tiny_data_root, tmp_path, runs_dir):
     budget = {"epochs": 4, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6, "val_vi_len": 24,
               "val_max_sequences": 1}
     spec = write_spec(tmp_path / "packed_stop.yaml", tiny_data_root, n_trials=2, budget=budget,

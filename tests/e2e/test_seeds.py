@@ -8,18 +8,18 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.intervals import mean_interval
-from sweep_helpers import artifact_names, harness, mlflow_runs, ok, study, write_spec
+from sweep_helpers import artifact_names, harness, mlflow_runs, new_runs, ok, study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
 
 
 @pytest.fixture(scope="module")
-def seeded(tiny_data_root, tmp_path_factory):
+def seeded(tiny_data_root, tmp_path_factory, migrated_mlflow_db):
     """Two trials of two seeds each, the first enqueued."""
     folder = tmp_path_factory.mktemp("seeded")
     spec = write_spec(folder / "seeded.yaml", tiny_data_root, seeds=2, enqueue=[{"lr": 0.002}],
                       pruner={"type": "none"})
-    runs = folder / "runs"
+    runs = new_runs(folder / "runs", migrated_mlflow_db)
     result = ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
     return runs, result
 
@@ -59,7 +59,7 @@ def test_each_seed_is_recorded_in_mlflow_and_the_trial_holds_their_means(seeded)
                 "seed_1/metrics.csv", "psnr_per_frame.png"} <= names
 
 
-def test_packed_seeds_record_what_separate_seeds_do(seeded, tmp_path):
+def test_packed_seeds_record_what_separate_seeds_do(seeded, tmp_path, runs_dir):
     """`--pack 2` trains each trial's two seeds as one batched model: the same trials, values within
     rounding of the unpacked sweep's, and each seed recorded in both stores as before."""
     runs, _ = seeded
@@ -108,7 +108,7 @@ def test_report_shows_intervals_and_the_gain_over_the_reference(seeded, tmp_path
     assert table.set_index("trial").loc[1, "vs_reference"] in ("within noise", "better", "worse")
 
 
-def test_a_sampled_repeat_is_not_trained_and_a_space_without_new_points_ends_the_worker(tiny_data_root, tmp_path):
+def test_a_sampled_repeat_is_not_trained_and_a_space_without_new_points_ends_the_worker(tiny_data_root, tmp_path, runs_dir):
     # One possible point: the first sampled trial trains, every later one repeats it.
     spec = write_spec(tmp_path / "single.yaml", tiny_data_root, n_trials=3,
                       search_space={"lr": {"type": "categorical", "choices": [0.002]}})

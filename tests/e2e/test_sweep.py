@@ -21,14 +21,14 @@ from harness.store.locations import resolve_stores
 from models.checkpoint import load_model
 from browser import load_page
 from servers import free_port
-from sweep_helpers import TRIAL_ARTIFACTS, artifact_names, harness, mlflow_runs, ok, study, write_spec
+from sweep_helpers import TRIAL_ARTIFACTS, artifact_names, harness, mlflow_runs, new_runs, ok, study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
 
 # -- the shipped smoke study, run once for the module ---------------------------------------------
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    runs = tmp_path_factory.mktemp("smoke-runs")
+def smoke(tmp_path_factory, migrated_mlflow_db) -> tuple[Path, subprocess.CompletedProcess]:
+    runs = new_runs(tmp_path_factory.mktemp("smoke-runs"), migrated_mlflow_db)
     return runs, ok(harness("sweep", "--study", "smoke", "--runs-dir", str(runs), "--device", "cpu"))
 
 
@@ -200,7 +200,7 @@ def _answers(url: str) -> bool:
 
 
 # -- pruning, failures, concurrency, bad input ---------------------------------------------------
-def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_root, tmp_path):
+def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_root, tmp_path, runs_dir):
     # Trial 1 barely trains (lr 1e-7), so the median pruner stops it after epoch 0; trial 2's KL weight
     # makes its loss infinite (beta is 1 from the start with kl_anneal_type None): it diverges.
     spec = write_spec(
@@ -239,7 +239,7 @@ def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_r
     assert 2 not in set(curves.trial)                          # diverged in its first step: no epoch
 
 
-def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_path):
+def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_path, runs_dir):
     spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4)
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
@@ -266,7 +266,7 @@ def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_
     assert len(points) == len(trials) + 2 and len(set(points)) == len(points)
 
 
-def test_a_changed_spec_cannot_continue_an_old_study(tiny_data_root, tmp_path):
+def test_a_changed_spec_cannot_continue_an_old_study(tiny_data_root, tmp_path, runs_dir):
     runs = tmp_path / "runs"
     spec = write_spec(tmp_path / "drift.yaml", tiny_data_root, n_trials=1)
     ok(harness("sweep", "--study", str(spec), "--runs-dir", str(runs), "--device", "cpu"))
@@ -302,10 +302,9 @@ def test_bad_spec_file_is_one_line_naming_file_and_key(tiny_data_root, tmp_path)
     assert result.stderr.count("\n") == 1
 
 
-def test_best_of_a_study_without_completed_trials_is_an_error(tiny_data_root, tmp_path):
-    runs = tmp_path / "runs"
+def test_best_of_a_study_without_completed_trials_is_an_error(tiny_data_root, runs_dir):
+    runs = runs_dir
     storage = resolve_stores(runs).storage_url
-    runs.mkdir()
     optuna.create_study(study_name="empty", storage=storage, direction="maximize")
     result = harness("best", "--study", "empty", "--export", "ckpt", "--runs-dir", str(runs))
     assert result.returncode == 2 and "no completed trial" in result.stderr

@@ -49,7 +49,7 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_run_again(tiny_data_root, tmp_path):
+def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_run_again(tiny_data_root, tmp_path, runs_dir):
     spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4, pruner={"type": "none"}, budget=BUDGET)
     runs = tmp_path / "runs"
     process = start(spec, runs)
@@ -76,7 +76,7 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
     assert {t.user_attrs.get("resumed_from_trial") for t in trials} >= {t.number for t in interrupted}
 
 
-def test_sigterm_to_one_worker_is_a_clean_stop(tiny_data_root, tmp_path):
+def test_sigterm_to_one_worker_is_a_clean_stop(tiny_data_root, tmp_path, runs_dir):
     spec = write_spec(tmp_path / "term.yaml", tiny_data_root, n_trials=1, pruner={"type": "none"}, budget=BUDGET)
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
