@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from harness.outputs.names import CHECKPOINTS_DIR, LAST_CHECKPOINT
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, config_from_checkpoint, load_checkpoint
 from models.config import TrainConfig
 from models.data import DanceData
 from models.records import Callback
@@ -65,7 +65,10 @@ def trainer_for(trial: Trial, config: TrainConfig, data: DanceData, folder: Path
         for number, path, where in earlier_checkpoints(trial, folder, prefix, Path(scratch)):
             try:
                 state = load_checkpoint(path)
-                changed = _changed_training_keys(state["config"], config.to_dict())
+                # Read as a config: a field added since the checkpoint was written takes its default, which
+                # keeps what the older code did.
+                saved = config_from_checkpoint(state, path).to_dict()
+                changed = _changed_training_keys(saved, config.to_dict())
                 if changed:
                     raise CheckpointError(f"{where}: its config differs in {', '.join(changed)}")
                 trainer = Trainer(config, data, folder, callbacks)
