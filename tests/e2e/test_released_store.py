@@ -24,7 +24,7 @@ def released(tmp_path) -> tuple[Path, Path]:
     """The stored runs folder, moved to a test folder (MLflow's absolute artifact paths moved with it),
     and its spec."""
     runs = tmp_path / "runs"
-    shutil.copytree(STORE / "runs", runs)
+    shutil.copytree(STORE / "runs-folder", runs)
     with sqlite3.connect(runs / "mlflow.db") as db:
         for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
             db.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (WRITTEN_AT, runs.as_uri()))
