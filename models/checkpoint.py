@@ -71,13 +71,12 @@ def config_from_checkpoint(state: dict, path: str | Path) -> TrainConfig:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[VideoCVAE, TrainConfig]:
-    """The model of a checkpoint (its weights' average with `ema`), in eval mode on `device` with the device's execution defaults
-    (models/execution.py), with its config."""
+    """The model of a checkpoint (its weights' average with `ema`), in eval mode on `device` with the device's
+    execution defaults (models/execution.py), with its config."""
     state = load_checkpoint(path)
     config = config_from_checkpoint(state, path)
     model = VideoCVAE.from_config(config)
     # The scored model: the weights' moving average when the run kept one (`ema`).
     model.load_state_dict(state.get("averaged_model", state["model"]))
     device = torch.device(device)
-    execution = Execution.default_for(device, config.d_out_dim, config.height, config.width)
-    return execution.prepare(model.to(device)).eval(), config
+    return Execution.for_run(config, device).prepare(model.to(device)).eval(), config

@@ -22,6 +22,8 @@ ReconLoss = Literal["mse", "l1"]
 KlReduction = Literal["sum", "mean"]
 LrSchedule = Literal["constant", "cosine"]
 RolloutZ = Literal["sample", "zero"]
+Precision = Literal["fp32", "tf32", "bf16"]
+Compile = Literal["off", "step", "rollout"]
 
 # The lab's loss convention, recorded in every config so results stay comparable.
 LOSS_CONVENTION = (
@@ -123,6 +125,16 @@ class TrainConfig(BaseModel):
     # run
     seed: int = _option(0, "Seed for initialisation, batch order, teacher forcing and noise.")
     device: str = _option("auto", "Torch device: auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    # how it runs on a device (docs/training.md, "On a GPU")
+    precision: Precision = _option("fp32", "fp32: IEEE float32 everywhere, TF32 off on GPUs, so a GPU computes what the "
+                                          "CPU does; tf32: TF32 matmuls and convolutions on GPUs that have it; bf16: "
+                                          "bfloat16 autocast of convolutions and matmuls.")
+    deterministic: bool = _option(False, "Deterministic kernels (cuDNN deterministic, torch.use_deterministic_algorithms"
+                                         ", CUBLAS_WORKSPACE_CONFIG): a resumed GPU run ends bit-equal to an "
+                                         "uninterrupted one; off: cuDNN benchmark mode picks the fastest kernels.")
+    compile: Compile = _option("off", "torch.compile: step compiles the training pass (forward and backward) and each "
+                                     "rollout frame; rollout only the rollout frames (validation, generate; CUDA "
+                                     "graphs on a GPU); off: eager.")
     loss_convention: str = _option(LOSS_CONVENTION, "Recorded loss convention (informational).")
 
 

@@ -5,6 +5,8 @@ frame and pose; the decoder sees the PREVIOUS frame, the current pose and z_t.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional
@@ -155,8 +157,26 @@ class AppearanceAttention(nn.Module):
         out = functional.scaled_dot_product_attention(query, key, value)        # [B, 1, S*h'*w', C]
         out = out.reshape(b * s, *grid, self.out_channels).permute(0, 3, 1, 2)
         if tuple(grid) != (h, w):
-            out = functional.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+            out = upsample_bilinear(out, (h, w))
         return out.unflatten(0, (b, s))
+
+
+def _bilinear_weights(size: int, source: int, like: torch.Tensor) -> torch.Tensor:
+    """[size, source]: the weights by which bilinear interpolation (align_corners=False) takes each
+    output row from the input rows, as functional.interpolate computes them."""
+    position = ((torch.arange(size, dtype=like.dtype, device=like.device) + 0.5) * (source / size) - 0.5)
+    position = position.clamp(0, source - 1)
+    rows = torch.arange(source, dtype=like.dtype, device=like.device)
+    return (1 - (position[:, None] - rows[None, :]).abs()).clamp_min(0)
+
+
+def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """functional.interpolate(x, size, mode="bilinear", align_corners=False) of [N, C, h, w], up to
+    rounding, as two matrix products: CUDA's interpolation backward adds up with atomics, in a varying
+    order, and torch.use_deterministic_algorithms refuses it; a matmul's backward is deterministic."""
+    rows = _bilinear_weights(size[0], x.shape[-2], x)
+    columns = _bilinear_weights(size[1], x.shape[-1], x)
+    return torch.einsum("hi,ncij,wj->nchw", rows, x, columns)
 
 
 def background_plate(frame: torch.Tensor, pose: torch.Tensor, reach: int = 2) -> torch.Tensor:
@@ -382,17 +402,32 @@ class VideoCVAE(nn.Module):
         return torch.randn((b * (t - 1), self.n_dim, *frames.shape[3:]), generator=generator, device=frames.device,
                            dtype=frames.dtype)
 
+    def frame_step(self, prev: torch.Tensor, pose_feat: torch.Tensor, z: torch.Tensor,
+                   context: torch.Tensor | None, quantize: bool) -> torch.Tensor:
+        """One rollout frame: from the previous frame `prev` [B, 3, H, W], the pose's features, K latent
+        draws z [K * B, N, H, W] (all K in one batched forward) and the options' context, the mean of
+        the K predictions [B, 3, H, W], rounded to 8 bits with `quantize`. The same shapes every frame
+        of a rollout: the part that models.compiled compiles."""
+        k = z.shape[0] // prev.shape[0]
+        prev_feat = self.frame_encoder(prev).repeat(k, 1, 1, 1)
+        pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat.repeat(k, 1, 1, 1), z,
+                           None if context is None else context.repeat(k, 1, 1, 1))
+        frame = pred.unflatten(0, (k, prev.shape[0])).mean(dim=0)
+        return frame.mul(255).round().div(255) if quantize else frame
+
     @torch.no_grad()
     def rollout(self, first_frame: torch.Tensor, poses: torch.Tensor, samples: int = 1,
                 generator: torch.Generator | None = None, pose_chunk: int = 64,
-                zero_z: bool = False, quantize: bool = False) -> torch.Tensor:
+                zero_z: bool = False, quantize: bool = False, frame_step: Callable | None = None) -> torch.Tensor:
         """Autoregressive generation from the first frame [B, 3, H, W] through poses [B, T, 3, H, W].
 
         z ~ N(0, I) (or z = 0, the prior's mean, with `zero_z`); each step decodes
         `samples` draws in one batched forward and feeds their mean back as the
         next previous frame, rounded to 8 bits with `quantize` (as a stored
-        frame would be). Returns frames [B, T, 3, H, W] whose frame 0 is `first_frame`.
+        frame would be). `frame_step`: this model's `frame_step`, or a compiled
+        one (models.compiled). Returns frames [B, T, 3, H, W] whose frame 0 is `first_frame`.
         """
+        frame_step = frame_step or self.frame_step
         b, t = poses.shape[:2]
         k = 1 if zero_z else samples    # every sample of z = 0 is the same
         out = torch.empty_like(poses)
@@ -410,17 +445,12 @@ class VideoCVAE(nn.Module):
             appearance = None if self.appearance is None else \
                 self.appearance(pose_feat, first_pose_feat, first_feat, first_frame)
             for step in range(start, stop):
-                prev_feat = self.frame_encoder(prev).repeat(k, 1, 1, 1)
                 z = (torch.zeros(z_shape, device=poses.device, dtype=poses.dtype) if zero_z else
                      torch.randn(z_shape, generator=generator, device=poses.device, dtype=poses.dtype))
                 context = self.context(first_feat, first_pose_feat, previous_pose_feat,
                                        None if appearance is None else appearance[:, step - start], plate)
-                pred = self.decode(prev.repeat(k, 1, 1, 1), prev_feat, pose_feat[:, step - start].repeat(k, 1, 1, 1),
-                                   z, None if context is None else context.repeat(k, 1, 1, 1))
+                prev = frame_step(prev, pose_feat[:, step - start], z, context, quantize)
                 previous_pose_feat = pose_feat[:, step - start]
-                prev = pred.unflatten(0, (k, b)).mean(dim=0)
-                if quantize:
-                    prev = prev.mul(255).round().div(255)
                 out[:, step] = prev
         return out
 

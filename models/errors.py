@@ -15,6 +15,10 @@ class ConfigError(HarnessError):
     """A configuration value is out of range; the message names the key."""
 
 
+class DeviceError(HarnessError):
+    """The requested device is not on this machine; the message names it and what to use instead."""
+
+
 class DataError(HarnessError):
     """Bad input data; the message names the path and what is wrong."""
 

@@ -6,9 +6,11 @@ from typing import Callable
 
 import torch
 
+from . import compiled
 from .config import TrainConfig
 from .cvae import VideoCVAE, initial_model
 from .data import TestSequence, to_uint8, to_unit
+from .execution import Execution
 from .metrics import masked_psnr_per_frame, psnr_per_frame
 from .records import MODEL, REPEAT_FIRST_FRAME, UNTRAINED_MODEL, Generated
 
@@ -35,9 +37,10 @@ def rollout_length(seq: TestSequence, length: int | None) -> int:
 
 def generate_sequences(model: VideoCVAE | RepeatFirstFrame, sequences: list[TestSequence], samples: int = 1, seed: int = 0,
                        length: int | None = None, device: torch.device | str = "cpu",
-                       zero_z: bool = False, quantize: bool = False) -> list[Generated]:
+                       zero_z: bool = False, quantize: bool = False, compile: str = "off") -> list[Generated]:
     """Roll out every sequence (sequences of equal length together, in one batch);
-    `zero_z` and `quantize` as in `VideoCVAE.rollout`."""
+    `zero_z` and `quantize` as in `VideoCVAE.rollout`, each frame compiled as `compile` says
+    (models.compiled)."""
     results: dict[int, Generated] = {}
     by_length: dict[int, list[TestSequence]] = {}
     for seq in sequences:
@@ -45,10 +48,12 @@ def generate_sequences(model: VideoCVAE | RepeatFirstFrame, sequences: list[Test
         by_length.setdefault(count, []).append(seq)
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
+    frame_step = compiled.rollout_frame(model, compile, torch.device(device)) if isinstance(model, VideoCVAE) else None
     for count, group in by_length.items():
         first = to_unit(torch.stack([seq.first_frame for seq in group]), device)
         poses = to_unit(torch.stack([seq.labels[:count] for seq in group]), device)
-        pred = model.rollout(first, poses, samples, generator, zero_z=zero_z, quantize=quantize)
+        pred = model.rollout(first, poses, samples, generator, zero_z=zero_z, quantize=quantize,
+                             frame_step=frame_step).float()
         frames = to_uint8(pred).cpu()
         for seq, seq_frames, seq_pred in zip(group, frames, pred.cpu()):
             psnr, region_psnr = None, {}
@@ -69,16 +74,20 @@ def rollouts_with_baselines(model: VideoCVAE, config: TrainConfig, sequences: li
                             samples: int, seed: int, length: int | None, device: torch.device,
                             progress: Callable[[str], None]) -> dict[str, list[Generated]]:
     """The model's rollout of every sequence and, where ground truth exists, the baselines' (repeating
-    the first frame, the untrained model) on the same sequences, by name ("model" first)."""
+    the first frame, the untrained model) on the same sequences, by name ("model" first); in the
+    run's precision, determinism and compilation, as its validation rolled out."""
+    execution = Execution.for_run(config, device)
     rollout = {"samples": samples, "seed": seed, "length": length, "device": device,
-               "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize}
+               "zero_z": config.rollout_z == "zero", "quantize": config.rollout_quantize,
+               "compile": config.compile}
     frames = sum(rollout_length(seq, length) for seq in sequences)
 
     def timed(name: str, source: VideoCVAE | RepeatFirstFrame) -> list[Generated]:
         # A 630-frame rollout takes about a minute on a CPU: say what is running and how long it took.
         progress(f"{name}: rolling out {frames} frames ...")
         started = time.perf_counter()
-        results = generate_sequences(source, sequences, **rollout)
+        with execution.settings(device), execution.autocast(device):
+            results = generate_sequences(source, sequences, **rollout)
         progress(f"{name}: done in {time.perf_counter() - started:.1f}s")
         return results
 

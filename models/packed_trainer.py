@@ -39,11 +39,12 @@ class PackedTrainer:
         """One epoch of every running member: each step's forward and backward once for the pack."""
         members = [i for i, t in enumerate(self.trainers) if t.running]
         epochs = [self.trainers[i].epoch_steps() for i in members]
-        for steps in zip(*epochs):
-            self._step(members, list(steps))
-        for epoch in epochs:        # zip stops at the first exhausted epoch: end the others too
-            for _ in epoch:
-                raise RuntimeError("packed members' epochs have different numbers of steps")
+        with self.trainers[0].settings():      # one setting for all: pack_key includes the execution
+            for steps in zip(*epochs):
+                self._step(members, list(steps))
+            for epoch in epochs:        # zip stops at the first exhausted epoch: end the others too
+                for _ in epoch:
+                    raise RuntimeError("packed members' epochs have different numbers of steps")
 
     def _step(self, members: list[int], steps: list[TrainingStep]) -> None:
         """One training step of the members: one batched pass per way of running the decode (teacher

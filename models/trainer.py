@@ -6,7 +6,10 @@ step: a trainer alone runs each step's forward and backward itself (`advance`); 
 (models.packed_trainer) runs those of several trainers as one pass and leaves the rest to each.
 
 A training step never waits for the device: finite checks, skipped updates, rewinds and loss tallies
-are computed there, and read once per epoch (and when a progress line asks for the loss).
+are computed there, and read once per epoch (and when a progress line asks for the loss);
+tests/unit/models/test_gpu_readiness.py counts the host synchronisations of a step (models.host_syncs).
+The run's precision and determinism (models.backends) hold while it computes: inside `fit`, `start`,
+`advance` and `finish`, and around a caller's iteration of `epoch_steps` (models.packed_trainer).
 """
 from __future__ import annotations
 
@@ -14,16 +17,19 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import ContextManager, Iterator, NamedTuple
 
 import torch
 
+from . import compiled
 from .augment import add_noise, recolour
+from .backends import prepare_process
 from .checkpoint import CHECKPOINT_FORMAT, atomic_copy, atomic_torch_save, config_from_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .cvae import VideoCVAE, initial_model
 from .data import DanceData
 from .execution import Execution, resolve_device
+from .placement import place
 from .records import (BEST_CHECKPOINT, LAST_CHECKPOINT, Callback, Curves, EpochRecord, RolloutFrames, RunStart,
                       RunSummary, StepRecord)
 from .schedules import KLAnnealing, TeacherForcing
@@ -144,8 +150,11 @@ class _Epoch:
 
     def rewind_if(self, rewind: torch.Tensor) -> None:
         """Back to the epoch's start where `rewind` (on the device) holds; else nothing changes."""
-        # Weight 1 gives the start exactly, 0 the current state (both finite: no update writes a non-finite value).
-        torch._foreach_lerp_(self.state, self.start_state, rewind.float())
+        # state * (1 - r) + start * r with r 0 or 1 is exactly one of the two (both finite: no update writes
+        # a non-finite value). Foreach ops that take r as a tensor: a lerp would read it to the host.
+        back = rewind.float()
+        torch._foreach_mul_(self.state, 1 - back)
+        torch._foreach_add_(self.state, torch._foreach_mul(self.start_state, back))
         for counter, start in zip(self.counters, self.start_counters):
             counter.copy_(torch.where(rewind, start, counter))
 
@@ -166,11 +175,13 @@ class Trainer:
                  callbacks: list[Callback] | tuple[Callback, ...] = ()):
         self.config = config
         self.device = resolve_device(config.device)
+        prepare_process(self.device, config.deterministic)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks)
 
-        self.execution = Execution.default_for(self.device, config.d_out_dim, config.height, config.width)
+        self.execution = Execution.for_run(config, self.device)
         self.model = self.execution.prepare(initial_model(config).to(self.device))
+        self._compiled_pass = compiled.training_pass(self.model, config.compile)
         self.optimizer = _optimizer(self.model, config.lr)
         # With `ema`, the weights' moving average is the model that is scored and exported.
         self.averaged = copy.deepcopy(self.model).requires_grad_(False) if config.ema else None
@@ -183,9 +194,10 @@ class Trainer:
         self.sampler = torch.Generator()
         self.noise = torch.Generator(device=self.device)
 
-        # The training runs live on the device (about 47 MB for the lab's data): a batch is an index.
-        train_img, train_label = data.train_runs(config.train_vi_len, config.partial)
-        self.train_img, self.train_label = train_img.to(self.device), train_label.to(self.device)
+        # The training runs live on the device where they fit (about 47 MB for the lab's data): a batch is
+        # then an index; else they stay on the host and each batch is copied over.
+        (self.train_img, self.train_label), self.data_on_device = place(
+            data.train_runs(config.train_vi_len, config.partial), self.device, "training data")
         self.validation = Validation(config, data, self.device, self.execution)
 
         self.records: list[EpochRecord] = []
@@ -202,10 +214,12 @@ class Trainer:
 
     @classmethod
     def resume(cls, checkpoint: str | Path, data: DanceData, run_dir: str | Path | None = None,
-               callbacks: list[Callback] | tuple[Callback, ...] = ()) -> Trainer:
-        """A trainer restored from a checkpoint; `fit()` continues where it stopped."""
+               callbacks: list[Callback] | tuple[Callback, ...] = (), device: str | None = None) -> Trainer:
+        """A trainer restored from a checkpoint; `fit()` continues where it stopped, on `device` when
+        given (a run started on a GPU goes on on a CPU, and back), else on the run's own."""
         state = load_checkpoint(checkpoint)
-        trainer = cls(config_from_checkpoint(state, checkpoint), data, run_dir, callbacks)
+        config = config_from_checkpoint(state, checkpoint)
+        trainer = cls(config if device is None else config.replace(device=device), data, run_dir, callbacks)
         trainer.load_state_dict(state)
         return trainer
 
@@ -248,7 +262,8 @@ class Trainer:
         """Score the baselines (on a fresh run) and publish the run's start."""
         if self.epoch == 0 and self.config.baselines and not self.baselines:
             started = time.perf_counter()
-            self.baselines = self.validation.baselines(self.scored_model)
+            with self.settings():
+                self.baselines = self.validation.baselines(self.scored_model)
             self.baseline_seconds = time.perf_counter() - started
         self._outcome = None
         start = RunStart(self.config, str(self.device), sum(p.numel() for p in self.model.parameters()),
@@ -258,22 +273,32 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_train_start(start)
 
+    def training_pass(self, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's training pass (VideoCVAE.reconstruct), compiled with `compile: step`."""
+        return (self._compiled_pass or self.model.reconstruct)(*args, **kwargs)
+
+    def settings(self) -> ContextManager:
+        """The run's precision and determinism, set for a block (models.backends)."""
+        return self.execution.settings(self.device)
+
     def advance(self) -> None:
         """One epoch alone: each step's forward and backward here, the rest in its TrainingStep."""
-        for step in self.epoch_steps():
-            batch = step.batch
-            with self.execution.autocast(self.device):
-                pred, kl_per_step = self.model.reconstruct(
-                    batch.inputs, batch.poses, batch.forced, frames_per_pass=self.execution.frames_per_pass,
-                    detach_feedback=batch.detach_feedback, reference=batch.frames[:, 0], eps=batch.eps)
-            loss = step.loss(pred, kl_per_step)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            step.update()
+        with self.settings():
+            for step in self.epoch_steps():
+                batch = step.batch
+                with self.execution.autocast(self.device):
+                    pred, kl_per_step = self.training_pass(
+                        batch.inputs, batch.poses, batch.forced, frames_per_pass=self.execution.frames_per_pass,
+                        detach_feedback=batch.detach_feedback, reference=batch.frames[:, 0], eps=batch.eps)
+                loss = step.loss(pred, kl_per_step)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                step.update()
 
     def epoch_steps(self) -> Iterator[TrainingStep]:
         """The next epoch as its training steps, in order; each must be updated before the next comes.
-        After the last, the epoch is validated, checkpointed and published (unless it diverged)."""
+        After the last, the epoch is validated, checkpointed and published (unless it diverged).
+        Iterate it under `settings()`."""
         self._draw_epoch()
         for callback in self.callbacks:
             callback.on_epoch_start(self.epoch)
@@ -289,7 +314,8 @@ class Trainer:
             status, message = "stopped", f"stopped after epoch {self.epoch}: {self._stop_reason}"
         else:
             status, message = "completed", f"completed {self.config.epochs} epochs"
-        final_seconds = self._final_validation() if status == "completed" else 0.0
+        with self.settings():
+            final_seconds = self._final_validation() if status == "completed" else 0.0
         summary = RunSummary(status, message, self.config.epochs, tuple(self.records), self.best_val_psnr,
                              self.curves, dict(self.baselines), self.baseline_seconds, self._rollout_frames(),
                              final_seconds, self.validation.masks is not None)
@@ -303,7 +329,8 @@ class Trainer:
         self.model.train()
         self.sampler.manual_seed(stream_seed(self.config.seed, "order", self.epoch))
         self.noise.manual_seed(stream_seed(self.config.seed, "noise", self.epoch))
-        self._order = torch.randperm(len(self.train_img), generator=self.sampler).to(self.device)
+        order = torch.randperm(len(self.train_img), generator=self.sampler)
+        self._order = order.to(self.device, non_blocking=True) if self.data_on_device else order
         # Drawn per batch (the lab drew once per epoch): a smoother mix at tfr in (0, 1).
         draws = torch.rand(self.steps_per_epoch, generator=self.sampler)
         self._forced = (draws < self.teacher_forcing.ratio).tolist()
@@ -314,13 +341,21 @@ class Trainer:
         cfg = self.config
         self.set_learning_rate(self.epoch * self.steps_per_epoch + step)
         idx = self._order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-        frames = self.train_img[idx].float().div_(255.0)
+        frames = self._gathered(self.train_img, idx).float().div_(255.0)
         if cfg.colour_augment:
             frames = recolour(frames, self.noise, cfg.colour_augment_share)
-        poses = self.train_label[idx].float().div_(255.0)
+        poses = self._gathered(self.train_label, idx).float().div_(255.0)
         inputs = add_noise(frames, cfg.input_noise, self.noise) if cfg.input_noise else frames
         return Batch(frames, poses, inputs, self._forced[step], self.model.latent_noise(inputs, self.noise),
                      cfg.feedback == "detached")
+
+    def _gathered(self, runs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The runs `idx` on the device: an index where the data lives there, else a copy that does not
+        wait (from pinned memory on CUDA)."""
+        if self.data_on_device:
+            return runs[idx]
+        batch = runs[idx]
+        return (batch.pin_memory() if self.device.type == "cuda" else batch).to(self.device, non_blocking=True)
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Every tensor an update changes, in a fixed order: weights and batch-norm statistics, the
@@ -387,8 +422,12 @@ class Trainer:
             return
         self.averaged_steps += ok.float()
         decay = torch.clamp((1 + self.averaged_steps) / (10 + self.averaged_steps), max=self.config.ema)
-        torch._foreach_lerp_(list(self.averaged.parameters()), list(self.model.parameters()),
-                             (1 - decay) * ok.float())
+        # average += (model - average) * weight, in foreach ops that take the weight as a device tensor
+        # (a foreach lerp takes it as a number: a read to the host every step).
+        averaged = list(self.averaged.parameters())
+        steps = torch._foreach_sub(list(self.model.parameters()), averaged)
+        torch._foreach_mul_(steps, (1 - decay) * ok.float())
+        torch._foreach_add_(averaged, steps)
         torch._foreach_copy_(list(self.averaged.buffers()), list(self.model.buffers()))  # batch-norm statistics
 
     # -- validation ----------------------------------------------------------
@@ -434,10 +473,15 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a checkpoint's state (written on any device: random streams are re-seeded per epoch,
-        so none is restored)."""
+        """Restore a checkpoint's state, written on any device (load_checkpoint maps it to the CPU; each
+        tensor goes to this trainer's device here). Random streams are re-seeded per epoch, so none is
+        restored (older checkpoints' "rng" entries, of whichever device wrote them, are ignored)."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # The saved groups' options replace this optimizer's: a checkpoint from before fused Adam would
+        # turn it off, and only fused Adam skips a step on the device (found_inf).
+        for group in self.optimizer.param_groups:
+            group.update(fused=self.optimizer.defaults["fused"], foreach=self.optimizer.defaults["foreach"])
         if self.averaged is not None:
             self.averaged.load_state_dict(state["averaged_model"])
             self.averaged_steps.fill_(state["averaged_steps"])

@@ -7,11 +7,13 @@ from typing import NamedTuple
 
 import torch
 
+from . import compiled
 from .config import TrainConfig
 from .cvae import VideoCVAE
 from .data import DanceData, to_uint8, to_unit
 from .execution import Execution
 from .metrics import masked_psnr_per_frame, mse_per_frame, psnr_from_mse, psnr_per_frame
+from .placement import shared_copy
 from .records import REPEAT_FIRST_FRAME, UNTRAINED_MODEL, Curves
 from .seeds import stream_seed
 
@@ -23,15 +25,15 @@ class Score(NamedTuple):
 
 
 class Validation:
-    """The validation sequences of a run, kept on its device, and how a model is rolled out on them: in
-    eval mode, with the run's own fixed noise seed (the same draws every epoch), z and 8-bit feedback as
-    configured."""
+    """The validation sequences of a run, kept on its device (one copy for every trainer of the process),
+    and how a model is rolled out on them: in eval mode, with the run's own fixed noise seed (the same
+    draws every epoch), z and 8-bit feedback as configured, each frame compiled as `compile` says."""
 
     def __init__(self, config: TrainConfig, data: DanceData, device: torch.device, execution: Execution):
         self.config, self.device, self.execution = config, device, execution
         images, poses, masks = data.val_runs(config.val_vi_len, config.val_max_sequences)
-        self.images, self.poses = images.to(device), poses.to(device)
-        self.masks = None if masks is None else masks.to(device)
+        self.images, self.poses = shared_copy(images, device), shared_copy(poses, device)
+        self.masks = None if masks is None else shared_copy(masks, device)
 
     def rollout(self, model: VideoCVAE, first_frames: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
         generator = torch.Generator(device=self.device).manual_seed(stream_seed(self.config.seed, "rollout"))
@@ -40,8 +42,9 @@ class Validation:
         try:
             with self.execution.autocast(self.device):
                 return model.rollout(first_frames, poses, self.config.val_samples, generator,
-                                     zero_z=self.config.rollout_z == "zero",
-                                     quantize=self.config.rollout_quantize).float()
+                                     zero_z=self.config.rollout_z == "zero", quantize=self.config.rollout_quantize,
+                                     frame_step=compiled.rollout_frame(model, self.execution.compile,
+                                                                       self.device)).float()
         finally:
             model.train(was_training)
 

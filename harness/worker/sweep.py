@@ -7,11 +7,13 @@ continues the same study; raise `--n-trials` to extend a finished one.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import optuna
+from mlflow.exceptions import MlflowException
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
@@ -31,6 +33,7 @@ from models.errors import HarnessError
 from .confirm import ConfirmTrials, open_confirmation
 from .datasets import frames_cache_dir, resolve_data_root
 from .loop import SearchTrials, SweepLoop
+from .pack_fit import fitting_pack
 from .search import make_pruner, make_sampler
 from .signals import StopSignals
 from .training import WorkerContext
@@ -129,21 +132,49 @@ def run_sweep(spec: StudySpec, stores: Stores, options: WorkerOptions = WorkerOp
     storage = open_storage(stores, requeue)
     study = open_study(spec, stores, storage, options.seed)
     tracker.study_started(spec.path.read_text(), spec.description)
-    ctx = worker_context(spec, StudyParts(study, storage, tracker, stores, requeue), options)
-    options.echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
-                 f"tracking {safe_url(stores.tracking_uri)}")
-
-    # `pack` members per batched pass; a worker holds as many trials as fill one with their seeds.
-    loop = SweepLoop(ctx, SearchTrials(study, target), target=target, timeout=timeout,
-                     trials_at_once=max(1, spec.pack // spec.seeds), pack=spec.pack)
-    ran = loop.run()
+    try:     # from here on the parent run says RUNNING: whatever stops this worker must not leave it so
+        ctx = worker_context(spec, StudyParts(study, storage, tracker, stores, requeue), options)
+        options.echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
+                     f"tracking {safe_url(stores.tracking_uri)}")
+        # `pack` members per batched pass (fewer where they would not fit the device's memory); a worker
+        # holds as many trials as fill one with their seeds.
+        pack = fitting_pack(spec, ctx)
+        loop = SweepLoop(ctx, SearchTrials(study, target, tracker.study_resumed), target=target, timeout=timeout,
+                         trials_at_once=max(1, pack // spec.seeds), pack=pack)
+        ran = loop.run()
+    except BaseException as err:     # a stop signal, Ctrl-C, failures in a row, data that cannot be loaded
+        leave_unfinished(tracker, study, target, stop_reason(err))
+        raise
 
     trials = study.get_trials(deepcopy=False)
     best = best_trial(trials)
     states = state_counts(trials)
     if len(counted_trials(trials)) >= target and states["RUNNING"] == 0 and states["WAITING"] == 0:
         tracker.study_finished(best.number if best else None)
+    else:
+        why = ("its search space looks exhausted" if loop.exhausted else f"the timeout of {timeout:g} s ran out"
+               if timeout is not None else "trials queued beyond its target")
+        leave_unfinished(tracker, study, target, why)
     return SweepSummary(spec.name, target, len(counted_trials(trials)), ran, states, best)
+
+
+def stop_reason(err: BaseException) -> str:
+    """Why a worker stopped, in a few words for the parent run's tag (the first line of what stopped it)."""
+    lines = str(err).strip().splitlines()
+    return safe_url(lines[0]) if lines else "interrupted"
+
+
+def leave_unfinished(tracker: StudyTracker, study: optuna.Study, target: int, why: str) -> None:
+    """A worker leaves the study short of its target: the last one to leave (no trial of it runs any more)
+    ends its parent run KILLED, saying why and what remains, so that the study does not look running."""
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.RUNNING for t in trials):
+        return
+    remaining = max(0, target - len(counted_trials(trials)))
+    queued = sum(t.state == TrialState.WAITING for t in trials)
+    with contextlib.suppress(MlflowException):    # an unreachable tracking store must not hide why it stopped
+        tracker.study_stopped(f"stopped ({why}): {remaining} of {target} trials still to run, {queued} of them "
+                              f"queued; harness sweep --study {study.study_name} continues it")
 
 
 @dataclass(frozen=True)
@@ -169,8 +200,9 @@ def run_confirmation(spec: StudySpec, stores: Stores, options: WorkerOptions = W
     study = open_confirmation(spec, stores, storage, search, options.echo)
     source = ConfirmTrials(study, stores, options.echo)
     ctx = worker_context(spec, StudyParts(study, storage, tracker, stores, requeue), options)
+    pack = fitting_pack(spec, ctx)
     loop = SweepLoop(ctx, source, target=len(source.plan.candidates) * len(source.plan.seeds), timeout=timeout,
-                     trials_at_once=spec.pack, pack=spec.pack)
+                     trials_at_once=pack, pack=pack)
     ran = loop.run()
     ranking = confirmed_ranking(source.plan.candidates, *_values_and_stops(study, source))
     if source.finished():
