@@ -12,9 +12,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from harness.errors import UsageError
+from harness.store.urls import mask_secrets
 from models.errors import HarnessError
 
+from .checks import check_device, check_path_length, file_to_write, folder_to_write
+
 if TYPE_CHECKING:
+    from harness.spec import StudySpec
     from harness.store.locations import Stores
 
 def echo(message: str) -> None:
@@ -48,14 +52,17 @@ def quiet_libraries() -> None:
 
 
 def crash_log(err: BaseException) -> Path | None:
-    """Write the traceback of a bug where the user can find it: $HARNESS_CACHE_DIR/logs/."""
+    """Write the traceback of a bug where the user can find it: $HARNESS_CACHE_DIR/logs/, readable by its
+    owner only and with every URL's password masked (a command line may hold one)."""
     from harness.worker.datasets import cache_root
 
     folder = cache_root() / "logs"
     path = folder / f"crash-{datetime.datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    text = mask_secrets(f"harness {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(err)))
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"harness {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(err)))
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as log:
+            log.write(text)
     except OSError:
         return None
     return path
@@ -78,7 +85,7 @@ def friendly_errors(command: Callable) -> Callable:
                 traceback.print_exc()
             log = crash_log(err)
             where = f"the traceback is in {log}" if log else "the traceback could not be written"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            first = mask_secrets(str(err).strip().splitlines()[0]) if str(err).strip() else ""
             click.echo(f"bug: {type(err).__name__}{': ' + first if first else ''} ({where}; "
                        "--debug or HARNESS_DEBUG=1 prints it); please report it", err=True)
             sys.exit(1)
@@ -103,19 +110,38 @@ def store_options(command: Callable) -> Callable:
     return command
 
 
-def stores_from_options(runs_dir: Path | None, storage: str | None, tracking_uri: str | None) -> Stores:
-    """The stores the --runs-dir, --storage and --tracking-uri options (or their defaults) name."""
-    from harness.store.locations import resolve_stores
+def stores_from_options(runs_dir: Path | None, storage: str | None, tracking_uri: str | None, *,
+                        write_storage: bool = False, write_tracking: bool = False) -> Stores:
+    """The stores the --runs-dir, --storage and --tracking-uri options (or their defaults) name, checked
+    before anything opens them: URLs that can be used, store files that read as databases and, for the
+    stores a command writes, embedded files (SQLite, journal) it can write or create."""
+    from harness.store.locations import check_store_files, resolve_stores, sqlite_path, store_file
 
-    return resolve_stores(runs_dir, storage, tracking_uri)
+    stores = resolve_stores(runs_dir, storage, tracking_uri)
+    check_path_length(stores.runs_dir, stores.runs_given_as)
+    check_store_files(stores)
+    for writes, path, given_as in ((write_storage, store_file(stores.storage_url), stores.storage_given_as),
+                                   (write_tracking, sqlite_path(stores.tracking_uri), stores.tracking_given_as)):
+        if writes and path is not None:
+            file_to_write(path, given_as)
+    return stores
+
+
+def study_spec(study: str) -> StudySpec:
+    """The spec that --study names (a shipped spec's name or a file's path)."""
+    from harness.spec import load_study_spec
+
+    check_path_length(Path(study), "--study")
+    return load_study_spec(study)
 
 
 def study_name(study: str) -> str:
     """A study name; a spec file path or shipped spec name maps to the name inside the spec."""
-    from harness.spec import available_studies, load_study_spec
+    from harness.spec import available_studies
 
+    check_path_length(Path(study), "--study")
     if study.endswith((".yaml", ".yml")) or study in available_studies():
-        return load_study_spec(study).name
+        return study_spec(study).name
     return study
 
 
@@ -142,23 +168,33 @@ def worker_options(command: Callable) -> Callable:
     return command
 
 
-def check_worker_options(pack: int | None, checkpoint_every: int, workers: int) -> None:
+def check_worker_options(pack: int | None, checkpoint_every: int, workers: int, device: str) -> None:
     if pack is not None and pack < 1:
         raise UsageError(f"--pack must be >= 1, got {pack}")
     if checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    check_device(device)     # before the first trial, which would fail on it, and the next ones
 
 
-def as_local_workers(command: str, workers: int, given: dict[str, Any]) -> None:
-    """Run this command line again in `workers` processes (the options `given` passed on) and exit with
-    their status."""
+def worker_stores(runs_dir: Path | None, storage: str | None, tracking_uri: str | None) -> Stores:
+    """The stores of a worker (sweep, confirm), which writes them and its trials' folders in the runs folder."""
+    stores = stores_from_options(runs_dir, storage, tracking_uri, write_storage=True, write_tracking=True)
+    folder_to_write(stores.runs_dir, stores.runs_given_as)
+    return stores
+
+
+def as_local_workers(command: str, workers: int, given: dict[str, Any], stores: Stores) -> None:
+    """Run this command line again in `workers` processes (the options `given` passed on, the stores in
+    their environment: a URL on a command line is there for anyone to read) and exit with their status."""
     from harness.worker.processes import run_workers
 
     args = [str(v) for flag, value in given.items() if value is not None and value is not False
             for v in ((flag,) if value is True else (flag, value))]
-    sys.exit(run_workers(command, args, workers, echo))
+    env = {"HARNESS_RUNS_DIR": str(stores.runs_dir), "HARNESS_STORAGE": stores.storage_url,
+           "MLFLOW_TRACKING_URI": stores.tracking_uri}
+    sys.exit(run_workers(command, args, workers, echo, env))
 
 
 def run_worker(study: str, work: Callable[[Any], Any]) -> Any:

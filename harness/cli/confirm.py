@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .common import (as_local_workers, check_worker_options, echo, friendly_errors, quiet_libraries, run_worker,
-                     store_options, stores_from_options, worker_options)
+                     store_options, study_spec, worker_options, worker_stores)
 
 
 @click.command()
@@ -23,18 +23,17 @@ def confirm(study: str, runs_dir: Path | None, storage: str | None, tracking_uri
     candidate whose gap to the leader lies below zero beyond its interval. Resumable, and shared by
     every worker given the same study and storage (`harness sweep` runs it when its search ends)."""
     quiet_libraries()
-    from harness.spec import load_study_spec
     from harness.worker.sweep import WorkerOptions, run_confirmation
 
-    check_worker_options(pack, checkpoint_every, workers)
-    spec = load_study_spec(study)
+    check_worker_options(pack, checkpoint_every, workers, device)
+    spec = study_spec(study)
+    stores = worker_stores(runs_dir, storage, tracking_uri)
     if workers > 1:
         as_local_workers("confirm", workers, {
-            "--study": study, "--runs-dir": runs_dir, "--storage": storage, "--tracking-uri": tracking_uri,
-            "--device": device, "--seed": seed, "--pack": pack, "--checkpoint-every": checkpoint_every})
+            "--study": study, "--device": device, "--seed": seed, "--pack": pack,
+            "--checkpoint-every": checkpoint_every}, stores)
     if pack is not None:
         spec = dataclasses.replace(spec, pack=pack)
-    stores = stores_from_options(runs_dir, storage, tracking_uri)
     options = lambda stop: WorkerOptions(device=device, seed=seed, echo=echo, stop=stop,  # noqa: E731
                                          checkpoint_every=checkpoint_every)
     print_ranking(run_worker(spec.name, lambda stop: run_confirmation(spec, stores, options(stop))))

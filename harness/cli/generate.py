@@ -5,20 +5,22 @@ from pathlib import Path
 
 import click
 
-from models.config import ConfigError
-
+from .checks import check_device, file_to_read, folder_to_write
 from .common import echo, friendly_errors
 
+
 @click.command()
-@click.option("--ckpt", type=click.Path(path_type=Path), required=True,
+@click.option("--ckpt", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Checkpoint (a run's checkpoints/best.pt or last.pt, or an exported one).")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Data root holding test/test_img/<i>/frame0.png and test/test_label/<i>/frame*.png. "
                    "Unset: the built-in synthetic set.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the GIFs, submission.csv and the PSNR CSV/PNG.")
-@click.option("--samples", type=int, default=None, help="Latent samples K per step [default: the run's val_samples].")
-@click.option("--length", type=int, default=None, help="Frames per rollout [default: the whole pose sequence].")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Latent samples K per step [default: the run's val_samples].")
+@click.option("--length", type=click.IntRange(min=2), default=None,
+              help="Frames per rollout [default: the whole pose sequence].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the latent noise.")
 @click.option("--device", default="auto", show_default=True, help="Torch device: auto, cpu, cuda, ...")
 @friendly_errors
@@ -33,13 +35,14 @@ def generate(ckpt: Path, data_dir: str | None, out_dir: Path, samples: int | Non
     from models.execution import resolve_device
     from models.generate import rollouts_with_baselines
 
-    if length is not None and length < 2:
-        raise ConfigError(f"--length must be >= 2, got {length}")
+    file_to_read(ckpt, "--ckpt")
+    folder_to_write(out_dir, "--out")      # before the rollout, which takes minutes
+    check_device(device)
     torch_device = resolve_device(device)
     model, config = load_model(ckpt, torch_device)
     root = resolve_data_root(data_dir, config.height, config.width, progress=echo)
     sequences = load_test_sequences(root, height=config.height, width=config.width, cache_dir=frames_cache_dir())
-    k = samples or config.val_samples
+    k = samples if samples is not None else config.val_samples
     echo(f"rolling out {len(sequences)} sequence(s) from {root} with K={k} on {torch_device}")
     runs = rollouts_with_baselines(model, config, sequences, samples=k, seed=seed, length=length,
                                    device=torch_device, progress=echo)

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from harness.errors import UsageError
 
+from .checks import file_to_write, folder_to_write
 from .common import echo, friendly_errors, quiet_libraries, store_options, stores_from_options, study_name
+
+if TYPE_CHECKING:
+    import optuna
+
+    from harness.store.locations import Stores
 
 
 @click.command()
@@ -57,12 +63,19 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
     """
     quiet_libraries()
     from harness.report.text import study_report
-    from harness.store.trials import load_existing_study
+    from harness.store.locations import study_folder
 
     if out is not None and not html_report:
         raise UsageError("--out is the folder of the --html report: give --html too")
-    stores = stores_from_options(runs_dir, storage, tracking_uri)
-    loaded = load_existing_study(stores, study_name(study))
+    stores = stores_from_options(runs_dir, storage, tracking_uri, write_tracking=html_report)  # --html logs there
+    name = study_name(study)
+    for path, option in ((csv_path, "--csv"), (markdown_path, "--markdown")):
+        if path is not None:
+            file_to_write(path, option)
+    if html_report:
+        folder = folder_to_write(out or stores.runs_dir / "reports" / study_folder(name),
+                                 "--out" if out else stores.runs_given_as)
+    loaded = existing_study(stores, name)
     if html_report and not loaded.get_trials(deepcopy=False):
         raise UsageError(f"--study {loaded.study_name}: the study has no trials yet; nothing to report")
     found = study_report(loaded, stores)
@@ -75,7 +88,6 @@ def report(study: str, csv_path: Path | None, markdown_path: Path | None, html_r
         from harness.report.page import write_html_report
         from harness.store.tracking import StudyTracker
 
-        folder = out or stores.runs_dir / "reports" / loaded.study_name
         index = write_html_report(loaded, found.confirmation, StudyTracker(stores, loaded.study_name), folder,
                                   progress=echo)
         echo(f"wrote {index} (also logged to the study's MLflow parent run, under report/)")
@@ -96,14 +108,19 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     import tempfile
 
     from harness.outputs.files import json_safe, write_config
-    from harness.store.trials import load_existing_study
-    from harness.store.trials import best_trial
     from harness.outputs.names import seed_prefix
+    from harness.store.locations import study_folder
     from harness.store.tracking import StudyTracker
+    from harness.store.trials import best_trial
 
-    stores = stores_from_options(runs_dir, storage, tracking_uri)
+    if out_dir is not None and export is None:
+        raise UsageError("--out is the folder of --export: give --export ckpt too")
+    stores = stores_from_options(runs_dir, storage, tracking_uri, write_tracking=export is not None)
     name = study_name(study)
-    loaded = load_existing_study(stores, name)
+    if export is not None:
+        out_dir = folder_to_write(out_dir or stores.runs_dir / "best" / study_folder(name),
+                                  "--out" if out_dir else stores.runs_given_as)
+    loaded = existing_study(stores, name)
     trial = best_trial(loaded.get_trials(deepcopy=False))
     if trial is None:
         raise UsageError(f"--study {name}: no completed trial yet, so there is no best one")
@@ -125,7 +142,6 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
         return
     from models.checkpoint import atomic_copy, config_from_checkpoint, load_checkpoint   # torch: only to export
 
-    out_dir = out_dir or stores.runs_dir / "best" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     tracker = StudyTracker(stores, name)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
@@ -137,3 +153,14 @@ def best(study: str, export: str | None, out_dir: Path | None, runs_dir: Path | 
     (out_dir / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     echo(f"exported to {out_dir}: checkpoint.pt, config.yaml, metrics.json")
     echo(f"next: harness generate --ckpt {out_dir / 'checkpoint.pt'} --out {out_dir / 'generated'}")
+
+
+def existing_study(stores: Stores, name: str) -> optuna.Study:
+    """The stored study `name`; where the runs folder holds no store, say so and create none."""
+    from harness.store.locations import holds_no_store, store_file
+    from harness.store.trials import load_existing_study
+
+    if holds_no_store(stores.storage_url):
+        raise UsageError(f"--study {name}: no such study: {stores.store_label(stores.storage_url)} holds no study "
+                         f"store (no {store_file(stores.storage_url)}); a sweep creates it")
+    return load_existing_study(stores, name)

@@ -10,7 +10,7 @@ import click
 from harness.errors import UsageError
 
 from .common import (as_local_workers, check_worker_options, echo, friendly_errors, quiet_libraries, run_worker,
-                     store_options, stores_from_options, worker_options)
+                     store_options, study_spec, worker_options, worker_stores)
 from .confirm import print_ranking
 
 
@@ -37,21 +37,21 @@ def sweep(study: str, n_trials: int | None, timeout: float | None, confirm: bool
     Several processes given the same study and storage share the work.
     """
     quiet_libraries()
-    from harness.spec import load_study_spec
     from harness.worker.sweep import WorkerOptions, run_confirmation, run_sweep
 
     if n_trials is not None and n_trials < 1:
         raise UsageError(f"--n-trials must be >= 1, got {n_trials}")
-    check_worker_options(pack, checkpoint_every, workers)
-    spec = load_study_spec(study)
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise UsageError(f"--timeout must be a number of seconds > 0, got {timeout:g}")
+    check_worker_options(pack, checkpoint_every, workers, device)
+    spec = study_spec(study)
+    stores = worker_stores(runs_dir, storage, tracking_uri)
     if workers > 1:
         as_local_workers("sweep", workers, {
             "--study": study, "--n-trials": n_trials, "--timeout": timeout, "--no-confirm": not confirm,
-            "--runs-dir": runs_dir, "--storage": storage, "--tracking-uri": tracking_uri, "--device": device,
-            "--seed": seed, "--pack": pack, "--checkpoint-every": checkpoint_every})
+            "--device": device, "--seed": seed, "--pack": pack, "--checkpoint-every": checkpoint_every}, stores)
     if pack is not None:
         spec = dataclasses.replace(spec, pack=pack)
-    stores = stores_from_options(runs_dir, storage, tracking_uri)
 
     def work(stop: object) -> None:
         options = WorkerOptions(device=device, seed=seed, echo=echo, stop=stop, checkpoint_every=checkpoint_every)

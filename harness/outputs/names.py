@@ -73,6 +73,13 @@ def seed_folder_name(seed: int) -> str:
 
 
 # -- metric keys ----------------------------------------------------------------------------------
+# A metric has a flat name wherever a trial's facts are kept (its Optuna user attrs, a run folder's
+# metrics.csv and metrics.json): the names below. In MLflow it goes under a group prefix (metric_key), so
+# that the chart view sections the ~40 of them: the headline final/psnr and what else a finished trial
+# scored in final/, each epoch's validation in val/, its losses in train/, the schedules in schedule/,
+# durations in time/, per-frame curves in frames/, the baselines (the same for every trial) in baseline/,
+# a study's counters (its parent run) in study/. Stores written before these groups hold the flat names;
+# readers try both (metric_keys).
 # The metrics of an epoch's record that a trial's run logs per epoch (the regions on data with masks).
 EPOCH_METRICS = ("loss", "recon", "kl", "beta", "tfr", "teacher_forced", "lr", "val_psnr", "val_psnr_figure",
                  "val_psnr_background", "val_mse", "seconds", "val_seconds")
@@ -111,3 +118,43 @@ def curve_key(name: str = MODEL, region: str | None = None) -> str:
 def psnr_column(name: str = MODEL, region: str | None = None) -> str:
     """The column of a curve in a run folder's PSNR_CSV: "model", "model figure", "untrained model", ..."""
     return name + (f" {region}" if region else "")
+
+
+# Flat names the group rules of metric_key do not cover, with their MLflow keys.
+_GROUPED = {"loss": "train/loss", "recon": "train/recon", "kl": "train/kl", "beta": "schedule/beta",
+            "tfr": "schedule/tfr", "teacher_forced": "schedule/teacher_forced", "lr": "schedule/lr",
+            "val_mse": "val/mse", "seconds": "time/epoch_seconds", "best_val_psnr": "final/best_epoch_psnr",
+            "last_val_psnr": "final/last_epoch_psnr", "epochs_run": "final/epochs_run"}
+PER_FRAME = "_per_frame"
+
+
+def metric_key(name: str) -> str:
+    """The MLflow key of a metric's flat name: val_psnr -> val/psnr, final_val_psnr_figure ->
+    final/psnr_figure, baseline_repeat_first_frame -> baseline/repeat_first_frame, val_psnr_per_frame ->
+    frames/psnr, seed_3/val_psnr -> seed_3/val/psnr; a name no rule knows goes to trial/."""
+    seed, slash, rest = name.rpartition("/")
+    if slash:
+        return f"{seed}/{metric_key(rest)}"
+    if name.endswith(PER_FRAME):
+        curve = name.removesuffix(PER_FRAME)
+        if curve.startswith("baseline_"):
+            return metric_key(curve) + PER_FRAME
+        return "frames/" + curve.removeprefix("val_")
+    for flat, group in (("final_val_psnr", "final/psnr"), ("val_psnr", "val/psnr"), ("baseline_", "baseline/")):
+        if name.startswith(flat):
+            return group + name.removeprefix(flat)
+    if name in _GROUPED:
+        return _GROUPED[name]
+    if name.endswith(("_seconds", "_share")):
+        return "time/" + name
+    return "trial/" + name
+
+
+def metric_keys(name: str) -> tuple[str, str]:
+    """Where a reader finds a metric: its MLflow key, then (a store written before the groups) its flat name."""
+    return metric_key(name), name
+
+
+def study_metric(name: str) -> str:
+    """The key of a study's counter on its parent run: study/trials_complete, study/best_psnr, ..."""
+    return "study/" + name

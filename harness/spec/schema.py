@@ -30,7 +30,11 @@ CONFIG_FIELDS = tuple(TrainConfig.model_fields)
 # Where the discriminated unions sit: at this depth of an error's location pydantic names the member's tag.
 UNION_DEPTH = {"search_space": 2, "sampler": 1, "pruner": 1}
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# A study name becomes a folder (trials/NAME, reports/NAME, NAME.confirm) and an MLflow experiment: one
+# path component that is neither "." nor "..", nor hidden, nor taken for an option, and short enough for any
+# file system.
+NAME_LENGTH = 100
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _null_as(empty: type) -> BeforeValidator:
@@ -101,7 +105,9 @@ class Confirm(Section):
 
 def _plain_name(name: str) -> str:
     if not _NAME.fullmatch(name):
-        raise rule(f"{name!r} must consist of letters, digits, '_', '.' and '-'")
+        raise rule(f"{name!r} must consist of letters, digits, '_', '.' and '-', and start with a letter or digit")
+    if len(name) > NAME_LENGTH:
+        raise rule(f"must be at most {NAME_LENGTH} characters, got {len(name)}")
     return name
 
 

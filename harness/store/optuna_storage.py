@@ -3,6 +3,7 @@ worker. Light on purpose: the read-only commands (studies, report, best, ui) imp
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Callable
 
 import optuna
@@ -12,8 +13,9 @@ from optuna.trial import FrozenTrial
 
 from harness.errors import UsageError
 from .journal import HeartbeatJournalStorage
-from .locations import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, Stores, StoreUnavailable, connection_failure,
-                     journal_path, prepare_sqlite, safe_url, store_lock)
+from .locations import (CONNECT_TIMEOUT, SQLITE_BUSY_TIMEOUT, NoStore, Stores, StoreUnavailable, connection_failure,
+                        holds_no_store, journal_path, prepare_sqlite, reading_url, sqlite_path, store_file, store_lock)
+from .sqlite_files import BadStoreFile, check_sqlite_file
 
 # A worker's heartbeat; a RUNNING trial silent for the grace period is failed and re-queued.
 # $HARNESS_HEARTBEAT_SECONDS and $HARNESS_GRACE_SECONDS override them (every worker should agree).
@@ -38,31 +40,43 @@ def heartbeat_settings() -> tuple[int, int]:
 
 def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> BaseStorage:
     """Optuna's RDB storage, or its journal storage for a `journal:PATH` URL. A worker passes
-    `on_stale`: its trials then send heartbeats, and a trial whose worker went silent is failed and
-    handed to `on_stale` (readers pass nothing)."""
+    `on_stale`: its trials then send heartbeats, a trial whose worker went silent is failed and handed
+    to `on_stale`, and the store is created where there is none. Readers pass nothing: they create no
+    store, take no lock and write nothing, so a store in a read-only folder reads as well."""
+    reading = on_stale is None
+    url, label = stores.storage_url, stores.store_label(stores.storage_url)
+    if reading and holds_no_store(url):
+        raise NoStore(f"{label}: holds no study store (no {store_file(url)}); a sweep creates one "
+                      "(harness sweep --study NAME)")
     heartbeat: dict = {}
-    if on_stale is not None:
+    if not reading:
         interval, grace = heartbeat_settings()
         heartbeat = {"heartbeat_interval": interval, "grace_period": grace}
-    journal = journal_path(stores.storage_url)
+    # The first worker creates the tables (or the journal); the others wait for it.
+    lock = nullcontext() if reading else store_lock(url)
+    journal = journal_path(url)
     if journal is not None:
-        with store_lock(stores.storage_url):
+        with lock:
             try:
                 return HeartbeatJournalStorage(journal, **heartbeat, on_stale=on_stale)
             except OSError as err:
-                raise StoreUnavailable(f"--storage {stores.storage_url}: cannot open ({err.strerror or err})") from None
-    if on_stale is not None:
-        heartbeat["heartbeat_stale_trial_callback"] = on_stale
-    prepare_sqlite(stores.storage_url)
-    if stores.storage_url.startswith("sqlite"):
+                raise StoreUnavailable(f"{label}: cannot open ({err.strerror or err})") from None
+    if sqlite_path(url) is not None:
+        check_sqlite_file(sqlite_path(url), label)
         engine_kwargs: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-        if stores.storage_url.startswith("postgresql"):
+        if url.startswith("postgresql"):
             engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
-    with store_lock(stores.storage_url):    # the first worker creates the tables; the others wait for it
+    if reading:
+        url = reading_url(url)
+    else:
+        heartbeat["heartbeat_stale_trial_callback"] = on_stale
+        prepare_sqlite(url)
+    with lock:
         try:
-            return RDBStorage(stores.storage_url, engine_kwargs=engine_kwargs, **heartbeat)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat)
         except sqlalchemy.exc.OperationalError as err:
-            raise StoreUnavailable(f"--storage {safe_url(stores.storage_url)}: "
-                                   f"cannot open ({connection_failure(err)})") from None
+            raise StoreUnavailable(f"{label}: cannot open ({connection_failure(err)})") from None
+        except sqlalchemy.exc.DatabaseError as err:     # a file that passed the header's checks, damaged within
+            raise BadStoreFile(f"{label}: cannot be read as a study store ({connection_failure(err)})") from None

@@ -4,6 +4,7 @@ Free of torch and the trainer (readers of a store use it); what a training run s
 trains is harness.worker.mlflow_logger's."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -18,13 +19,15 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from harness.errors import UsageError
 from harness.outputs.names import (CHECKPOINT_ARTIFACT, CHECKPOINT_FOLDER, CHECKPOINTS_DIR, CONFIRMED_CSV,
-                                   LAST_CHECKPOINT, RUN_FILES, confirm_run_name, trial_name)
-from .locations import Stores, check_tracking_server, prepare_sqlite, store_lock
+                                   LAST_CHECKPOINT, RUN_FILES, confirm_run_name, metric_key, study_metric, trial_name)
+from .locations import Stores, check_tracking_server, prepare_sqlite, sqlite_path, store_lock
+from .sqlite_files import check_sqlite_file
 
 STUDY_TAG = "harness.study"
 ROLE_TAG = "harness.role"          # "study" (parent), "trial" or "confirmation"
 TRIAL_TAG = "harness.trial"
 STATE_TAG = "harness.state"        # RUNNING, then COMPLETE, PRUNED or FAIL
+STOPPED_TAG = "harness.stopped"    # on a parent run the last worker left unfinished: why, and what remains
 SEARCHED_TAG = "harness.searched"  # the params the sampler chose, comma-separated
 # Each Optuna/MLflow state of a finished trial, as the MLflow run status it ends with.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -60,7 +63,9 @@ class StudyTracker:
     def __init__(self, stores: Stores, study_name: str):
         self.stores = stores
         self.study_name = study_name
-        check_tracking_server(stores.tracking_uri)
+        check_tracking_server(stores.tracking_uri, stores.tracking_given_as)
+        if sqlite_path(stores.tracking_uri) is not None:
+            check_sqlite_file(sqlite_path(stores.tracking_uri), stores.store_label(stores.tracking_uri))
         prepare_sqlite(stores.tracking_uri)
         with store_lock(stores.tracking_uri):   # the client opens its store at once; the first opening migrates it
             self.client = MlflowClient(tracking_uri=stores.tracking_uri)
@@ -101,14 +106,15 @@ class StudyTracker:
         return chosen
 
     def study_started(self, spec_text: str, description: str) -> None:
-        _race_tolerant(self.client.update_run, self.parent_run_id, status="RUNNING")
+        self.study_resumed()
         _race_tolerant(self.client.set_tag, self.parent_run_id, "mlflow.note.content", description)
         self.client.log_text(self.parent_run_id, spec_text, "study.yaml")
 
     def log_study_progress(self, step: int, best_value: float | None, counts: dict[str, int]) -> None:
-        metrics = [Metric(f"trials_{state.lower()}", count, _now_ms(), step) for state, count in counts.items()]
+        metrics = [Metric(study_metric(f"trials_{state.lower()}"), count, _now_ms(), step)
+                   for state, count in counts.items()]
         if best_value is not None:
-            metrics.append(Metric("best_val_psnr", best_value, _now_ms(), step))
+            metrics.append(Metric(study_metric("best_psnr"), best_value, _now_ms(), step))
         _race_tolerant(self.client.log_batch, self.parent_run_id, metrics=metrics)
 
     def log_confirmation(self, rows: list[dict[str, Any]]) -> None:
@@ -129,6 +135,20 @@ class StudyTracker:
             _race_tolerant(self.client.set_tag, self.parent_run_id, "harness.best_trial", str(best_trial))
         _race_tolerant(self.client.set_terminated, self.parent_run_id, "FINISHED")
 
+    def study_stopped(self, why: str) -> None:
+        """The last worker left the study unfinished: its parent run ends KILLED, saying why and what remains."""
+        _race_tolerant(self.client.set_tag, self.parent_run_id, STOPPED_TAG, why)
+        _race_tolerant(self.client.set_terminated, self.parent_run_id, "KILLED")
+
+    def study_resumed(self) -> None:
+        """A worker trains the study's trials again: its parent run is RUNNING (a no-op while it is)."""
+        parent = self.client.get_run(self.parent_run_id)
+        if parent.info.status != "RUNNING":
+            _race_tolerant(self.client.update_run, self.parent_run_id, status="RUNNING")
+        if STOPPED_TAG in parent.data.tags:
+            with contextlib.suppress(MlflowException):      # another worker may have cleared it first
+                self.client.delete_tag(self.parent_run_id, STOPPED_TAG)
+
     # -- trial level -----------------------------------------------------------
     def start_trial(self, trial_number: int, config: dict[str, Any], searched: list[str],
                     confirmation: dict[str, Any] | None = None) -> str:
@@ -147,14 +167,15 @@ class StudyTracker:
         return run.info.run_id
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        """Metrics by their flat names (names.py), each logged under its grouped MLflow key (names.metric_key)."""
         now = _now_ms()
-        metrics = [Metric(key, float(value), now, step) for key, value in values.items()]
+        metrics = [Metric(metric_key(name), float(value), now, step) for name, value in values.items()]
         self.client.log_batch(run_id, metrics=metrics)
 
-    def log_series(self, run_id: str, key: str, values: list[float]) -> None:
+    def log_series(self, run_id: str, name: str, values: list[float]) -> None:
         """PSNR per frame as one metric with the frame as its step, so MLflow draws it as a curve;
         from frame 1: frame 0 is given, and its capped 100 dB would squash every chart."""
-        now = _now_ms()
+        now, key = _now_ms(), metric_key(name)
         metrics = [Metric(key, float(v), now, step) for step, v in enumerate(values) if step and math.isfinite(v)]
         for start in range(0, len(metrics), BATCH):
             self.client.log_batch(run_id, metrics=metrics[start:start + BATCH])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Generator, Protocol
+from typing import Callable, Generator, Protocol
 
 import optuna
 from optuna.storages import fail_stale_trials
@@ -45,17 +45,23 @@ class TrialSource(Protocol):
 
 
 class SearchTrials:
-    """The search's trials: sampled (or queued: reference, retries) until the study holds `target`."""
+    """The search's trials: sampled (or queued: reference, retries) until the study holds `target`;
+    `resumed` is called as each is taken (the study is running again, should another worker have left
+    it stopped)."""
 
-    def __init__(self, study: optuna.Study, target: int):
+    def __init__(self, study: optuna.Study, target: int, resumed: Callable[[], None]):
         self.study = study
         self.target = target
+        self.resumed = resumed
 
     def finished(self) -> bool:
         return len(counted_trials(self.study.get_trials(deepcopy=False))) >= self.target
 
     def claim(self) -> optuna.Trial | None:
-        return None if self.finished() else ask(self.study)
+        if self.finished():
+            return None
+        self.resumed()
+        return ask(self.study)
 
 
 @dataclass

@@ -74,20 +74,26 @@ class StopAtSafePoints(Callback):
 class EpochJudge:
     """Judges a trial after each epoch that all its seeds have finished: reports their mean
     validation PSNR (the pruner compares trials by it), logs the seeds' mean metrics when there
-    are several, and asks them to stop when the pruner says so. Epochs a retry restored are
-    reported, never judged again."""
+    are several, and asks them to stop when the pruner says so.
+
+    A retry keeps its trial's role: the epochs an earlier attempt passed (a retry inherits their values,
+    also when it trains them again for want of a checkpoint) are never judged again, and the reference
+    (the lab's defaults, which every gain is measured against) is never pruned, so that a study does not
+    lose it to a dead worker."""
 
     def __init__(self, trial: Trial, seeds: int, first_new_epoch: int):
         self.trial = trial
         self.seeds = seeds
-        self.first_new_epoch = first_new_epoch
+        passed = trial.stored().intermediate_values
+        self.first_judged_epoch = max([first_new_epoch, *(step + 1 for step in passed)])
+        self.prunable = trial.trial.user_attrs.get("enqueued") != "reference"
         self.pruned_at: int | None = None
 
     def __call__(self, epoch: int, records: list[EpochRecord]) -> str | None:
         self.trial.report(epoch, float(np.mean([record.val_psnr for record in records])))
         if self.seeds > 1:
             self.trial.log_metrics(mean_metrics([epoch_metrics(record) for record in records]), step=epoch)
-        if epoch >= self.first_new_epoch and self.trial.should_prune():
+        if self.prunable and epoch >= self.first_judged_epoch and self.trial.should_prune():
             self.pruned_at = epoch
             return f"pruned by {type(self.trial.study.pruner).__name__}"
         return None

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness.outputs.names import CONFIRM_SEED_ATTR, confirm_study_name
+from harness.outputs.names import CONFIRM_SEED_ATTR, confirm_study_name, metric_key
 from harness.store.locations import resolve_stores
 from sweep_helpers import harness, mlflow_runs, new_runs, ok, write_spec
 
@@ -64,7 +64,7 @@ def test_both_stores_hold_every_seeds_training(confirmed):
     by_id = {r.info.run_id: r for r in confirmations}
     for trial in trials:
         run = by_id[trial.user_attrs["mlflow_run_id"]]
-        assert run.data.metrics["final_val_psnr"] == pytest.approx(trial.value)
+        assert run.data.metrics[metric_key("final_val_psnr")] == pytest.approx(trial.value)
         assert run.data.tags["harness.seed"] == str(trial.user_attrs[CONFIRM_SEED_ATTR])
         assert run.data.tags["harness.confirms"] == str(trial.user_attrs["confirms"])
         assert run.info.status == "FINISHED" and run.data.params["seed"] == str(trial.user_attrs[CONFIRM_SEED_ATTR])

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 import harness.cli.ui
 from harness.cli import main
 
-harness.cli.ui._serve_until_stopped = lambda command: 0   # `harness ui` without a server
+harness.cli.ui._serve_until_stopped = lambda *args: 0   # `harness ui` without a server
 runs, commands = sys.argv[1], json.loads(sys.argv[2])
 results = []
 for args in commands:

@@ -10,6 +10,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
+from harness.outputs.names import metric_key
 from sweep_helpers import artifact_names, harness, mlflow_runs, new_runs, ok, study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
@@ -38,7 +39,7 @@ def test_packed_trials_record_what_separate_trials_do(tiny_data_root, tmp_path, 
     assert sorted(r.data.tags["harness.trial"] for r in trial_runs) == ["0", "1", "2"]
     for run in trial_runs:
         assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "val_psnr")) == 2
+        assert len(client.get_metric_history(run.info.run_id, metric_key("val_psnr"))) == 2
         assert {"checkpoint/last.pt", "rollout.gif"} <= artifact_names(client, run.info.run_id)
 
 

@@ -22,6 +22,7 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from harness.outputs.names import metric_key, study_metric
 from harness.store.locations import resolve_stores
 from harness.store.tracking import StudyTracker
 from models.config import TrainConfig
@@ -118,7 +119,7 @@ def trial_runs(servers: dict[str, str], name: str) -> tuple[MlflowClient, dict[i
 
 
 def val_psnr(client: MlflowClient, run_id: str) -> dict[int, float]:
-    return {m.step: m.value for m in client.get_metric_history(run_id, "val_psnr")}
+    return {m.step: m.value for m in client.get_metric_history(run_id, metric_key("val_psnr"))}
 
 
 def test_two_workers_share_a_study_on_postgresql_and_an_mlflow_server(servers, tiny_data_root, tmp_path):
@@ -137,7 +138,7 @@ def test_two_workers_share_a_study_on_postgresql_and_an_mlflow_server(servers, t
         run = runs[t.number]
         assert run.info.run_id == t.user_attrs["mlflow_run_id"] and run.info.status == "FINISHED"
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
-        assert run.data.metrics["final_val_psnr"] == pytest.approx(t.value)
+        assert run.data.metrics[metric_key("final_val_psnr")] == pytest.approx(t.value)
         # Artifacts went through the server to its own store, not to a local folder of the worker.
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         assert (Path(servers["artifacts"]) / run.info.experiment_id / run.info.run_id / "artifacts"
@@ -189,7 +190,7 @@ def test_a_killed_worker_s_trial_resumes_on_a_worker_that_shares_no_folder_with_
     assert "worker lost" in dead.data.tags["harness.message"]
     for t in trials[1:]:
         run = runs_by_trial[t.number]
-        assert run.info.status == "FINISHED" and run.data.metrics["final_val_psnr"] == pytest.approx(t.value)
+        assert run.info.status == "FINISHED" and run.data.metrics[metric_key("final_val_psnr")] == pytest.approx(t.value)
     # The retry's run holds the whole curve: the restored epochs, equal to what the dead run had logged
     # (it may have died after saving an epoch's checkpoint and before logging that epoch).
     lost_curve, retry_curve = (val_psnr(client, runs_by_trial[n].info.run_id) for n in (0, retry.number))
@@ -275,7 +276,7 @@ def test_workers_writing_the_parent_run_at_once_do_not_collide(servers, tmp_path
         assert errors == []
         parent = tracker.client.get_run(tracker.parent_run_id)
         assert parent.data.tags["mlflow.note.content"] == "a burst of workers"
-        assert len(tracker.client.get_metric_history(tracker.parent_run_id, "best_val_psnr")) == 8
+        assert len(tracker.client.get_metric_history(tracker.parent_run_id, study_metric("best_psnr"))) == 8
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -8,6 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from harness.intervals import mean_interval
+from harness.outputs.names import metric_key
 from sweep_helpers import artifact_names, harness, mlflow_runs, new_runs, ok, study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
@@ -45,12 +46,12 @@ def test_each_seed_is_recorded_in_mlflow_and_the_trial_holds_their_means(seeded)
     for t in study(runs, "seeded").get_trials():
         run = by_number[t.number]
         metrics = run.data.metrics
-        assert [metrics[f"seed_{s}/final_val_psnr"] for s in (0, 1)] == pytest.approx(t.user_attrs["seed_values"])
-        assert metrics["final_val_psnr"] == pytest.approx(t.value)
-        assert metrics["final_val_psnr_ci95"] == pytest.approx(t.user_attrs["value_ci95"])
+        assert [metrics[metric_key(f"seed_{s}/final_val_psnr")] for s in (0, 1)] == pytest.approx(t.user_attrs["seed_values"])
+        assert metrics[metric_key("final_val_psnr")] == pytest.approx(t.value)
+        assert metrics[metric_key("final_val_psnr_ci95")] == pytest.approx(t.user_attrs["value_ci95"])
         # The trial's curve is the seeds' mean, epoch by epoch; so are the values the pruner saw.
-        mean = [m.value for m in client.get_metric_history(run.info.run_id, "val_psnr")]
-        per_seed = [[m.value for m in client.get_metric_history(run.info.run_id, f"seed_{s}/val_psnr")]
+        mean = [m.value for m in client.get_metric_history(run.info.run_id, metric_key("val_psnr"))]
+        per_seed = [[m.value for m in client.get_metric_history(run.info.run_id, metric_key(f"seed_{s}/val_psnr"))]
                     for s in (0, 1)]
         assert mean == pytest.approx(np.mean(per_seed, axis=0).tolist())
         assert [t.intermediate_values[e] for e in range(2)] == pytest.approx(mean)

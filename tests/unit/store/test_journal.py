@@ -16,6 +16,7 @@ def test_journal_urls_name_their_file(tmp_path):
     assert journal_path("journal:runs/study.log").as_posix() == "runs/study.log"
     assert journal_path("journal:///shared/study.log").as_posix() == "/shared/study.log"
     assert journal_path("sqlite:///x.db") is None
+    (tmp_path / "s.log").touch()      # a reader opens an existing journal; it creates none
     storage = open_storage(resolve_stores(tmp_path, f"journal:{tmp_path}/s.log"))
     assert isinstance(storage, HeartbeatJournalStorage) and storage.get_heartbeat_interval() is None
 

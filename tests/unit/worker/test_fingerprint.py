@@ -33,7 +33,8 @@ CHANGES = {    # one result-relevant change per section
 
 def open_copy(spec: StudySpec, runs: Path) -> optuna.Study:
     stores = resolve_stores(runs)
-    return open_study(spec, stores, open_storage(stores), seed=None)
+    # As a worker opens it (a reader creates no store): with heartbeats.
+    return open_study(spec, stores, open_storage(stores, on_stale=lambda study, trial: None), seed=None)
 
 
 def stored_spec(name: str) -> StudySpec:
