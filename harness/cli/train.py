@@ -12,6 +12,7 @@ from models.config import CHOICES, ConfigError, TrainConfig
 
 from harness.outputs.names import CHECKPOINTS_DIR, LAST_CHECKPOINT
 
+from .checks import check_device, folder_to_write
 from .common import echo, friendly_errors
 
 # Options of `harness train` that are not training hyperparameters.
@@ -66,8 +67,14 @@ def resolve_config(config_file: Path | None, data_dir: str | None, overrides: di
     return TrainConfig.from_dict(values)
 
 
+# What a resumed run may change: where it trains and where its data is, not what it computes.
+MOVABLE = ("device", "data")
+
+
 def resumed_config(run_dir: Path, data_dir: str | None, overrides: dict) -> tuple[Path, TrainConfig]:
-    """The checkpoint to resume and its config; typed options must agree with it."""
+    """The checkpoint to resume and its config; typed options must agree with it, except where the run
+    goes on (--device: a run started on a GPU continues on a CPU, and back) and where its data lies
+    on this machine (--data)."""
     from models.checkpoint import config_from_checkpoint, load_checkpoint
 
     ckpt = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
@@ -77,11 +84,12 @@ def resumed_config(run_dir: Path, data_dir: str | None, overrides: dict) -> tupl
     given = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         given["data"] = data_dir
+    movable = {key: given.pop(key) for key in MOVABLE if key in given}
     for key, value in given.items():
         if getattr(config, key) != value:
             raise ConfigError(f"--resume: --{key.replace('_', '-')} {value} differs from the run's "
                               f"{getattr(config, key)}; drop the option or start a new --out")
-    return ckpt, config
+    return ckpt, config.replace(**movable)
 
 
 @click.command()
@@ -99,6 +107,7 @@ def train(data_dir: str | None, run_dir: Path, config_file: Path | None, resume:
     """Train the conditional VAE; a checkpoint every epoch, resumable with --resume."""
     from harness.worker.single_run import train_in_folder
 
+    folder_to_write(run_dir, "--out")
     if resume:
         if config_file is not None:
             raise ConfigError("--resume takes its config from the checkpoint; drop --config")
@@ -109,6 +118,7 @@ def train(data_dir: str | None, run_dir: Path, config_file: Path | None, resume:
         if existing.exists():
             raise ConfigError(f"--out {run_dir} already holds a run ({existing}); "
                               "pass --resume to continue it, or choose another --out")
+    check_device(config.device)     # typed, from --config or the resumed run's: told before training starts
     try:
         summary = train_in_folder(config, run_dir, echo, checkpoint)
     except KeyboardInterrupt:

@@ -25,7 +25,7 @@ def train_in_folder(config: TrainConfig, run_dir: Path, echo: Callable[[str], No
     echo(f"loaded {root} in {time.perf_counter() - started:.1f}s")
     callbacks = [ProgressReporter(), RunOutputs(run_dir, root)]
     if checkpoint is not None:
-        trainer = Trainer.resume(checkpoint, dataset, run_dir, callbacks)
+        trainer = Trainer.resume(checkpoint, dataset, run_dir, callbacks, device=config.device)
         echo(f"resuming {run_dir} at epoch {trainer.epoch + 1}")
     else:
         trainer = Trainer(config, dataset, run_dir, callbacks)

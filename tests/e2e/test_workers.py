@@ -1,5 +1,6 @@
 """`harness sweep --workers N`: N worker processes share a study's trials and the machine's cores, with
-one merged output; a signal to the command stops them all, and leaves no trial running."""
+one merged output; a signal to the command stops them all, ends it with that signal's status, and leaves no
+trial running and the study's parent run marked stopped."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,8 @@ from typing import Callable
 import pytest
 from optuna.trial import TrialState
 
-from sweep_helpers import study, write_spec
+from harness.store.tracking import STOPPED_TAG
+from sweep_helpers import mlflow_runs, study, write_spec
 
 pytestmark = pytest.mark.slow   # real harness processes
 
@@ -55,7 +57,7 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
     process = start(spec, runs)
     # Both workers inside a trial: each has written a checkpoint of its first epoch.
     err = sigterm_once(process, lambda: len(list((runs / "trials" / "pair").glob("trial-*/checkpoints/last.pt"))) >= 2)
-    assert process.returncode == 130, err[-3000:]
+    assert process.returncode == 143, err[-3000:]       # SIGTERM's status, as one worker's
     assert "starting 2 workers, 1 thread(s) each" in err and "[w1] " in err and "[w2] " in err
     assert "Traceback" not in err
     trials = study(runs, "pair").get_trials()
@@ -63,17 +65,52 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
     assert len(workers) == 2 and not any(alive(pid) for pid in workers)
     assert TrialState.RUNNING not in [t.state for t in trials]
     interrupted = [t for t in trials if t.state == TrialState.FAIL
-                   and t.user_attrs["fail_reason"] == "interrupted by SIGINT"]
+                   and t.user_attrs["fail_reason"] == "interrupted by SIGTERM"]
     retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
     assert len(interrupted) == 2
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in interrupted)
+    (parent,) = mlflow_runs(runs, "pair")[1]
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags[STOPPED_TAG].startswith("stopped (interrupted by SIGTERM): ")
 
     again = start(spec, runs)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     trials = study(runs, "pair").get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 4
+    (parent,) = mlflow_runs(runs, "pair")[1]
+    assert parent.info.status == "FINISHED" and STOPPED_TAG not in parent.data.tags
     assert {t.user_attrs.get("resumed_from_trial") for t in trials} >= {t.number for t in interrupted}
+
+
+def test_workers_whose_command_is_killed_queue_their_trials_again(tiny_data_root, tmp_path, runs_dir):
+    """SIGKILL to the command (a closed terminal, a session that ends): the kernel stops each worker with
+    SIGTERM, so their trials are queued again instead of failing on a broken output pipe."""
+    spec = write_spec(tmp_path / "orphans.yaml", tiny_data_root, n_trials=4, pruner={"type": "none"},
+                      budget=BUDGET)
+    runs = tmp_path / "runs"
+    process = start(spec, runs)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((runs / "trials" / "orphans").glob("trial-*/checkpoints/last.pt"))) < 2:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        process.kill()
+        process.communicate(timeout=60)
+        trials = study(runs, "orphans").get_trials()
+        workers = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in trials if "worker" in t.user_attrs}
+        deadline = time.monotonic() + 120
+        while any(alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its command by 2 minutes"
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    trials = study(runs, "orphans").get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["fail_reason"] == "interrupted by SIGTERM" for t in failed)
+    retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in failed)
 
 
 def test_sigterm_to_one_worker_is_a_clean_stop(tiny_data_root, tmp_path, runs_dir):

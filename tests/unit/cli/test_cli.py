@@ -1,10 +1,12 @@
 """The command line end to end on tiny data: train, resume, generate, and one-line errors."""
 import csv
 import json
+import shutil
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from harness.cli import main
@@ -97,6 +99,23 @@ def test_existing_run_needs_resume_and_resume_rejects_changed_options(trained_ru
 
 
 @pytest.mark.slow
+def test_a_run_started_on_a_gpu_resumes_here_on_the_cpu(trained_run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(trained_run, moved)
+    checkpoint = moved / "checkpoints" / "last.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    state["config"] = {**state["config"], "device": "cuda", "epochs": 3}    # as a GPU run of 3 epochs wrote it
+    torch.save(state, checkpoint)
+    if not torch.cuda.is_available():
+        assert_one_line_error(run("train", "--out", moved, "--resume"), "cuda")
+    resumed = run("train", "--out", moved, "--resume", "--device", "cpu")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming" in resumed.output and "training on cpu" in resumed.output
+    summary = json.loads((moved / "metrics.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_run"] == 3
+
+
+@pytest.mark.slow
 def test_generate_writes_gif_submission_and_psnr(trained_run, tiny_data_root, tmp_path):
     out = tmp_path / "gen"
     result = run("generate", "--ckpt", trained_run / "checkpoints" / "last.pt", "--data", tiny_data_root,
@@ -144,7 +163,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_data_root):
 
 
 @pytest.mark.slow
-def test_train_without_data_generates_the_synthetic_set_once(tmp_path):
+def test_train_without_data_generates_the_synthetic_set_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))     # not the session's, which others fill
     args = ["train", "--epochs", 1, *TINY[:-2], "--partial", "0.02", "--val-vi-len", 16,
             "--val-max-sequences", 1, "--no-baselines"]
     first = run(*args, "--out", tmp_path / "a")
