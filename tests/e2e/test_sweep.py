@@ -17,6 +17,7 @@ import yaml
 from PIL import Image
 from optuna.trial import TrialState
 
+from harness.outputs.names import metric_key
 from harness.store.locations import resolve_stores
 from models.checkpoint import load_model
 from browser import load_page
@@ -49,7 +50,9 @@ def test_smoke_study_has_its_trials_in_optuna(smoke):
         assert 0 < val_seconds < t.user_attrs["trial_seconds"]
         assert t.user_attrs["validation_share"] == pytest.approx(val_seconds / t.user_attrs["trial_seconds"])
         assert f"trial {t.number} {t.state.name}: " in result.stderr
-    assert len(re.findall(r"\(validation \d+%, harness \d+%\)", result.stderr)) == 3
+    confirmations = study(runs, "smoke.confirm").get_trials()      # the spec's confirm section ran after it
+    assert confirmations and all(t.state == TrialState.COMPLETE for t in confirmations)
+    assert len(re.findall(r"\(validation \d+%, harness \d+%\)", result.stderr)) == 3 + len(confirmations)
     assert "best: trial" in result.stderr and "harness best --study smoke" in result.stderr
 
 
@@ -66,17 +69,18 @@ def test_smoke_study_logs_a_parent_and_one_nested_run_per_trial(smoke):
         assert run.data.tags["harness.state"] == t.state.name
         assert run.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[t.state.name]
         assert run.data.params["lr"] == str(t.params["lr"])
-        history = client.get_metric_history(run.info.run_id, "val_psnr")
+        history = client.get_metric_history(run.info.run_id, metric_key("val_psnr"))
         assert [m.step for m in history] == list(range(t.user_attrs["epochs_run"]))
         for key in ("loss", "recon", "kl", "beta", "tfr"):
-            assert len(client.get_metric_history(run.info.run_id, key)) == len(history)
+            assert len(client.get_metric_history(run.info.run_id, metric_key(key))) == len(history)
         assert TRIAL_ARTIFACTS | {"checkpoint/last.pt"} <= artifact_names(client, run.info.run_id)
         if t.state == TrialState.COMPLETE:
-            per_frame = client.get_metric_history(run.info.run_id, "val_psnr_per_frame")
+            per_frame = client.get_metric_history(run.info.run_id, metric_key("val_psnr_per_frame"))
             # Frames 1..31 by frame number: frame 0 is given, and its capped 100 dB is left out.
             assert sorted(m.step for m in per_frame) == list(range(1, 32))
-            assert run.data.metrics["final_val_psnr"] == pytest.approx(t.value)
-            repeat = client.get_metric_history(run.info.run_id, "baseline_repeat_first_frame_per_frame")
+            assert run.data.metrics[metric_key("final_val_psnr")] == pytest.approx(t.value)
+            repeat = client.get_metric_history(run.info.run_id,
+                                               metric_key("baseline_repeat_first_frame_per_frame"))
             assert len(repeat) == 31 and all(m.value < 60 for m in repeat)
 
 
@@ -149,7 +153,7 @@ def test_html_report_renders_the_study_and_logs_it_to_mlflow(smoke, tmp_path):
     runs, _ = smoke
     out = tmp_path / "report"
     result = ok(harness("report", "--study", "smoke", "--html", "--out", str(out), "--runs-dir", str(runs)))
-    assert "report: section 7/7, rollout" in result.stderr   # it says what it is doing
+    assert "report: section 8/8, rollout" in result.stderr   # it says what it is doing
     trials = study(runs, "smoke").get_trials()
     page = check_html_report(out, trials, tmp_path)
     for name in ("best_trial_schedules.png", "curves_by_anneal.png", "psnr_per_frame_by_anneal.png",
@@ -226,7 +230,7 @@ def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_r
     assert [by_number[n].info.status for n in range(4)] == ["FINISHED", "KILLED", "FAILED", "FINISHED"]
     assert [by_number[n].data.tags["harness.state"] for n in range(4)] == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
     pruned = by_number[1].info.run_id
-    assert len(client.get_metric_history(pruned, "val_psnr")) == 1      # what it logged before it stopped
+    assert len(client.get_metric_history(pruned, metric_key("val_psnr"))) == 1      # what it logged before it stopped
     assert {"loss.png", "checkpoint/last.pt"} <= artifact_names(client, pruned)
     assert "diverged" in by_number[2].data.tags["harness.message"]
 
