@@ -53,7 +53,7 @@ def test_smoke_study_has_its_trials_in_optuna(smoke):
     confirmations = study(runs, "smoke.confirm").get_trials()      # the spec's confirm section ran after it
     assert confirmations and all(t.state == TrialState.COMPLETE for t in confirmations)
     assert len(re.findall(r"\(validation \d+%, harness \d+%\)", result.stderr)) == 3 + len(confirmations)
-    assert "best: trial" in result.stderr and "harness best --study smoke" in result.stderr
+    assert "best of the search: trial" in result.stderr and "harness best --study smoke" in result.stderr
 
 
 def test_smoke_study_logs_a_parent_and_one_nested_run_per_trial(smoke):
