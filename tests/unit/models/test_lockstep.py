@@ -22,7 +22,7 @@ class CrashAtEpochEnd(Callback):
 
 @pytest.mark.parametrize("pack", [1, 2])
 def test_a_stopped_group_leaves_and_the_other_trains_as_alone(tiny_data, tiny_config, tmp_path, pack):
-    config = tiny_config.replace(epochs=3, baselines=False)
+    config = tiny_config.replace(epochs=2, partial=0.5, baselines=False)
     alone = train_alone(config, tiny_data, tmp_path / "alone")
     seen = []
 
@@ -36,7 +36,7 @@ def test_a_stopped_group_leaves_and_the_other_trains_as_alone(tiny_data, tiny_co
     while stopped.running or kept.running:
         advance_together([stopped, kept], pack)
         rounds += 1
-    assert rounds == 3 and seen == [0]
+    assert rounds == 2 and seen == [0]
     (pruned,), (finished,) = stopped.finish(), kept.finish()
     assert pruned.status == "stopped" and stopped.trainers[0].epoch == 1
     assert finished.status == "completed"
@@ -44,7 +44,7 @@ def test_a_stopped_group_leaves_and_the_other_trains_as_alone(tiny_data, tiny_co
 
 
 def test_a_crash_fails_only_the_groups_of_its_pack(tiny_data, tiny_config, tmp_path):
-    config = tiny_config.replace(epochs=2, baselines=False)
+    config = tiny_config.replace(epochs=2, partial=0.5, baselines=False)
     crashing = Lockstep([Trainer(config, tiny_data, tmp_path / "crash", callbacks=[CrashAtEpochEnd()])])
     other = Lockstep([Trainer(config.replace(batch_size=2), tiny_data, tmp_path / "other")])   # another pack
     with pytest.raises(PackFailed) as failed:

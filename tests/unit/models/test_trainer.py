@@ -255,11 +255,12 @@ class RecordingTracker:
 def test_the_checkpoint_goes_to_the_run_after_every_kth_epoch(tiny_data, tiny_config, tmp_path):
     tracker = RecordingTracker()
     logger = MlflowTrialLogger(tracker, "run", tmp_path, prefix="seed_1/", checkpoint_every=2)
-    Trainer(tiny_config.replace(epochs=4, val_epoch_len=2, baselines=False), tiny_data, tmp_path, [logger]).fit()
+    Trainer(tiny_config.replace(epochs=4, partial=0.25, val_epoch_len=2, baselines=False), tiny_data, tmp_path,
+            [logger]).fit()
     # The file uploaded after epochs 2 and 4 is that epoch's own checkpoint, not an older one.
     assert tracker.uploads == [("seed_1/", 2), ("seed_1/", 4)] and logger.upload_seconds > 0
     tracker = RecordingTracker()
-    Trainer(tiny_config.replace(epochs=1, val_epoch_len=2, baselines=False), tiny_data, tmp_path / "never",
+    Trainer(tiny_config.replace(epochs=1, partial=0.25, val_epoch_len=2, baselines=False), tiny_data, tmp_path / "never",
             [MlflowTrialLogger(tracker, "run", tmp_path / "never")]).fit()
     assert tracker.uploads == []        # checkpoint_every 0: only the end's files (log_files)
 
