@@ -14,7 +14,6 @@ from models.config import TrainConfig
 from models.data import DanceData, load_dance_data
 from models.synth import generate_dataset
 
-MAX_WORKERS = 4      # more test processes than this only contend for the servers and the disk
 # The cores are shared between the test processes (xdist's workers), a thread or more each.
 torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 E2E = Path(__file__).parent / "e2e"
@@ -25,11 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E in item.path.parents:
             item.add_marker(pytest.mark.slow)
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto` (setup.cfg): one worker per core, at most MAX_WORKERS."""
-    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
 
 
 @pytest.fixture(scope="session")
