@@ -34,7 +34,7 @@ def ui(host: str, port: int, study: str | None, runs_dir: Path | None, storage: 
        tracking_uri: str | None) -> None:
     """Start the MLflow UI on the runs directory's tracking store (Ctrl-C stops it) and print, for each
     study, the link that opens it on the study's trials side by side, best final PSNR first."""
-    from harness.store.locations import holds_no_store, safe_url, sqlite_path
+    from harness.store.locations import holds_no_store, mask_secrets, sqlite_path
     from harness.store.ui_views import study_views
 
     stores = stores_from_options(runs_dir, storage, tracking_uri, write_tracking=True)
@@ -50,7 +50,7 @@ def ui(host: str, port: int, study: str | None, runs_dir: Path | None, storage: 
         known = ", ".join(sorted({view.study for view in views})) or "none"
         raise UsageError(f"--study {study}: no MLflow runs of that study in {stores.store_label(stores.tracking_uri)} "
                          f"(studies there: {known})")
-    address = safe_url(stores.tracking_uri).rstrip("/") if server else f"http://{_link_host(host)}:{port}"
+    address = mask_secrets(stores.tracking_uri).rstrip("/") if server else f"http://{_link_host(host)}:{port}"
     for view in views:
         click.echo(f"{view.study}{' (confirmation)' if view.role == 'confirmation' else ''}: {address}/{view.path}")
     opening = next((f"{address}/{v.path}" for v in views if v.study == study and v.role == "trial"), None)
@@ -63,7 +63,7 @@ def ui(host: str, port: int, study: str | None, runs_dir: Path | None, storage: 
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": stores.tracking_uri}
     if stores.artifact_location:
         env["MLFLOW_DEFAULT_ARTIFACT_ROOT"] = stores.artifact_location
-    echo(f"MLflow UI: http://{host}:{port}  (store {safe_url(stores.tracking_uri)}; Ctrl-C stops it)")
+    echo(f"MLflow UI: http://{host}:{port}  (store {mask_secrets(stores.tracking_uri)}; Ctrl-C stops it)")
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     sys.exit(_serve_until_stopped(command, env, f"http://{_link_host(host)}:{port}/health", opening))
 

@@ -24,7 +24,7 @@ from harness.outputs.names import trial_name
 from models.errors import HarnessError
 
 from .sqlite_files import check_sqlite_file, read_only_url, writable_folder
-from .urls import check_storage_url, check_tracking_uri, safe_url
+from .urls import check_storage_url, check_tracking_uri, mask_secrets
 
 DEFAULT_RUNS_DIR = "harness-runs"
 OPTUNA_DB = "optuna.db"
@@ -78,7 +78,7 @@ class Stores:
     def store_label(self, url: str) -> str:
         """How the store at `url` was given: `--storage URL`, or `--runs-dir DIR` for the embedded default."""
         given = self.storage_given_as if url == self.storage_url else self.tracking_given_as
-        return f"{given} {self.runs_dir}" if given == self.runs_given_as else f"{given} {safe_url(url)}"
+        return f"{given} {self.runs_dir}" if given == self.runs_given_as else f"{given} {mask_secrets(url)}"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -204,7 +204,7 @@ def _postgres_lock(url: str) -> Iterator[None]:
         try:
             connection = engine.connect()
         except OperationalError as err:
-            raise StoreUnavailable(f"{safe_url(url)}: cannot connect ({connection_failure(err)})") from None
+            raise StoreUnavailable(f"{mask_secrets(url)}: cannot connect ({connection_failure(err)})") from None
         with connection:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
             try:
@@ -227,7 +227,7 @@ def check_tracking_server(uri: str, given_as: str = "--tracking-uri") -> None:
             response.read()
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise StoreUnavailable(f"{given_as} {safe_url(uri)}: no MLflow server answers ({reason})") from None
+        raise StoreUnavailable(f"{given_as} {mask_secrets(uri)}: no MLflow server answers ({reason})") from None
 
 
 def _check_database_server(url: str, given_as: str) -> None:
@@ -241,7 +241,7 @@ def _check_database_server(url: str, given_as: str) -> None:
         with engine.connect():
             pass
     except OperationalError as err:
-        raise StoreUnavailable(f"{given_as} {safe_url(url)}: cannot connect ({connection_failure(err)})") from None
+        raise StoreUnavailable(f"{given_as} {mask_secrets(url)}: cannot connect ({connection_failure(err)})") from None
     finally:
         engine.dispose()
 
@@ -249,4 +249,4 @@ def _check_database_server(url: str, given_as: str) -> None:
 def connection_failure(err: Exception) -> str:
     """The first line of what the database driver said (SQLAlchemy wraps it in `orig`), without passwords."""
     lines = str(getattr(err, "orig", None) or err).strip().splitlines()
-    return safe_url(lines[0]) if lines else type(err).__name__
+    return mask_secrets(lines[0]) if lines else type(err).__name__

@@ -16,11 +16,6 @@ _CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]
 _PASSWORD_PARAMETER = re.compile(r"(?P<head>[?&]password=)[^&\s]*", re.IGNORECASE)
 
 
-def safe_url(url: str) -> str:
-    """A URL without its password, for messages."""
-    return mask_secrets(url)
-
-
 def mask_secrets(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***."""
     text = _CREDENTIALS.sub(lambda match: f"{match['head']}***@", text)
@@ -36,7 +31,7 @@ def check_storage_url(url: str, given_as: str) -> None:
         return
     backend = _database_backend(url, given_as)
     if backend not in STORAGE_BACKENDS:
-        raise UsageError(f"{given_as} {safe_url(url)}: Optuna cannot store studies in {backend}; use "
+        raise UsageError(f"{given_as} {mask_secrets(url)}: Optuna cannot store studies in {backend}; use "
                          "sqlite:///PATH, postgresql://USER@HOST/DB, mysql://... or journal:PATH")
 
 
@@ -47,10 +42,10 @@ def check_tracking_uri(uri: str, given_as: str) -> None:
         return
     hint = "use sqlite:///PATH, a database URL (postgresql://USER@HOST/DB) or http(s)://HOST:PORT of an MLflow server"
     if not scheme:
-        raise UsageError(f"{given_as} {safe_url(uri)}: not a URI; {hint}")
+        raise UsageError(f"{given_as} {mask_secrets(uri)}: not a URI; {hint}")
     backend = _database_backend(uri, given_as)
     if backend not in TRACKING_BACKENDS:
-        raise UsageError(f"{given_as} {safe_url(uri)}: MLflow cannot track runs in {backend}; {hint}")
+        raise UsageError(f"{given_as} {mask_secrets(uri)}: MLflow cannot track runs in {backend}; {hint}")
 
 
 def _database_backend(url: str, given_as: str) -> str:
@@ -58,7 +53,7 @@ def _database_backend(url: str, given_as: str) -> str:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    shown = safe_url(url)
+    shown = mask_secrets(url)
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as err:

@@ -22,7 +22,7 @@ from harness.ranking import Ranked, confirmed_ranking, ranking_rows
 from harness.spec import StudySpec, train_values
 from harness.spec.fingerprint import fingerprint_attrs, recorded_in_older_version, spec_matches
 from harness.store.confirmation import standing
-from harness.store.locations import Stores, safe_url, store_lock
+from harness.store.locations import Stores, mask_secrets, store_lock
 from harness.store.optuna_storage import heartbeat_settings, open_storage
 from harness.store.tracking import StudyTracker
 from harness.store.trials import best_trial, counted_trials, load_existing_study, state_counts
@@ -81,7 +81,7 @@ def open_study(spec: StudySpec, stores: Stores, storage: BaseStorage, seed: int 
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler, pruner=pruner)
             if not spec_matches(study.user_attrs, spec):
-                raise StudyMismatch(f"study {spec.name!r} in {safe_url(stores.storage_url)} was created from a "
+                raise StudyMismatch(f"study {spec.name!r} in {mask_secrets(stores.storage_url)} was created from a "
                                     f"different {spec.path.name} (data, budget, fixed values or search space "
                                     "changed); its trials would not compare: use a new study name")
             if recorded_in_older_version(study.user_attrs):
@@ -134,8 +134,8 @@ def run_sweep(spec: StudySpec, stores: Stores, options: WorkerOptions = WorkerOp
     tracker.study_started(spec.path.read_text(), spec.description)
     try:     # from here on the parent run says RUNNING: whatever stops this worker must not leave it so
         ctx = worker_context(spec, StudyParts(study, storage, tracker, stores, requeue), options)
-        options.echo(f"study {spec.name}: target {target} trials; storage {safe_url(stores.storage_url)}; "
-                     f"tracking {safe_url(stores.tracking_uri)}")
+        options.echo(f"study {spec.name}: target {target} trials; storage {mask_secrets(stores.storage_url)}; "
+                     f"tracking {mask_secrets(stores.tracking_uri)}")
         # `pack` members per batched pass (fewer where they would not fit the device's memory); a worker
         # holds as many trials as fill one with their seeds.
         pack = fitting_pack(spec, ctx)
@@ -161,7 +161,7 @@ def run_sweep(spec: StudySpec, stores: Stores, options: WorkerOptions = WorkerOp
 def stop_reason(err: BaseException) -> str:
     """Why a worker stopped, in a few words for the parent run's tag (the first line of what stopped it)."""
     lines = str(err).strip().splitlines()
-    return safe_url(lines[0]) if lines else "interrupted"
+    return mask_secrets(lines[0]) if lines else "interrupted"
 
 
 def leave_unfinished(tracker: StudyTracker, study: optuna.Study, target: int, why: str) -> None:
