@@ -199,18 +199,21 @@ def as_local_workers(command: str, workers: int, given: dict[str, Any], stores: 
 
 def run_worker(study: str, work: Callable[[Any], Any]) -> Any:
     """`work(stop_signals)` as a worker: a SweepError is one line and status 1; a stop signal or Ctrl-C
-    leaves the running trial queued again and exits with the signal's status."""
+    leaves the running trial queued again and exits with the signal's status. A console that closes
+    (its launcher died, a dropped session) loses the worker's lines, never its trial."""
     from harness.errors import SweepError
+    from harness.outputs.console import losable_console
     from harness.worker.signals import StopRequested, StopSignals
 
-    try:
-        with StopSignals() as stop:
-            return work(stop)
-    except SweepError as err:
-        echo(f"error: {err}")
-        sys.exit(1)
-    except (KeyboardInterrupt, StopRequested) as err:
-        reason = str(err) if isinstance(err, StopRequested) else "interrupted"
-        echo(f"\n{reason}: the running trial is recorded as failed and queued again; run the same "
-             f"command to continue study {study}")
-        sys.exit(err.exit_status if isinstance(err, StopRequested) else 130)
+    with losable_console():
+        try:
+            with StopSignals() as stop:
+                return work(stop)
+        except SweepError as err:
+            echo(f"error: {err}")
+            sys.exit(1)
+        except (KeyboardInterrupt, StopRequested) as err:
+            reason = str(err) if isinstance(err, StopRequested) else "interrupted"
+            echo(f"\n{reason}: the running trial is recorded as failed and queued again; run the same "
+                 f"command to continue study {study}")
+            sys.exit(err.exit_status if isinstance(err, StopRequested) else 130)

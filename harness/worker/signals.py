@@ -1,5 +1,5 @@
-"""SIGTERM and SIGINT as a clean stop of a sweep worker (SLURM on time-out or preemption, Kubernetes,
-`docker stop` and `harness sweep --workers` send them).
+"""SIGTERM, SIGINT and SIGHUP as a clean stop of a sweep worker (SLURM on time-out or preemption, Kubernetes,
+`docker stop` and `harness sweep --workers` send SIGTERM; a terminal that closes sends SIGHUP).
 
 The first signal only sets a flag; the trainers check it after every training step and epoch, and the
 worker between trials, and raise StopRequested there, at a point where nothing is half-written: the
@@ -13,7 +13,7 @@ import signal
 from types import FrameType
 
 
-HANDLED = (signal.SIGTERM, signal.SIGINT)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopRequested(BaseException):
@@ -30,7 +30,7 @@ class StopRequested(BaseException):
 
 
 class StopSignals:
-    """While in its `with` block, SIGTERM and SIGINT set `received` (the first) instead of stopping."""
+    """While in its `with` block, SIGTERM, SIGINT and SIGHUP set `received` (the first) instead of stopping."""
 
     def __init__(self) -> None:
         self.received: int | None = None

@@ -35,12 +35,22 @@ def sigterm_once(process: subprocess.Popen, ready: Callable[[], bool]) -> str:
         while not ready():
             assert process.poll() is None, process.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "not ready in 5 minutes"
-            time.sleep(0.05)
+            time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         return process.communicate(timeout=120)[1]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def running_with_a_checkpoint(runs, name: str) -> set[int]:
+    """Trials now running that have written a checkpoint of an epoch: a worker is inside each of them.
+    (Counting checkpoint files alone would also count a trial that has finished.)"""
+    folder = runs / "trials" / name
+    if not any(folder.glob("trial-*/checkpoints/last.pt")):      # the store may not exist yet
+        return set()
+    trials = study(runs, name).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return {t.number for t in trials if (folder / f"trial-{t.number:04d}" / "checkpoints" / "last.pt").exists()}
 
 
 def alive(pid: int) -> bool:
@@ -56,7 +66,14 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
     runs = tmp_path / "runs"
     process = start(spec, runs)
     # Both workers inside a trial: each has written a checkpoint of its first epoch.
-    err = sigterm_once(process, lambda: len(list((runs / "trials" / "pair").glob("trial-*/checkpoints/last.pt"))) >= 2)
+    inside: set[int] = set()
+
+    def both_inside() -> bool:
+        inside.clear()
+        inside.update(running_with_a_checkpoint(runs, "pair"))
+        return len(inside) == 2
+
+    err = sigterm_once(process, both_inside)
     assert process.returncode == 143, err[-3000:]       # SIGTERM's status, as one worker's
     assert "starting 2 workers, 1 thread(s) each" in err and "[w1] " in err and "[w2] " in err
     assert "Traceback" not in err
@@ -67,7 +84,7 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
     interrupted = [t for t in trials if t.state == TrialState.FAIL
                    and t.user_attrs["fail_reason"] == "interrupted by SIGTERM"]
     retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
-    assert len(interrupted) == 2
+    assert {t.number for t in interrupted} == inside
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in interrupted)
     (parent,) = mlflow_runs(runs, "pair")[1]
     assert parent.info.status == "KILLED"
@@ -92,9 +109,9 @@ def test_workers_whose_command_is_killed_queue_their_trials_again(tiny_data_root
     process = start(spec, runs)
     try:
         deadline = time.monotonic() + 300
-        while len(list((runs / "trials" / "orphans").glob("trial-*/checkpoints/last.pt"))) < 2:
+        while len(inside := running_with_a_checkpoint(runs, "orphans")) < 2:
             assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+            time.sleep(0.2)
         process.kill()
         process.communicate(timeout=60)
         trials = study(runs, "orphans").get_trials()
@@ -108,7 +125,8 @@ def test_workers_whose_command_is_killed_queue_their_trials_again(tiny_data_root
             process.kill()
     trials = study(runs, "orphans").get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 2 and all(t.user_attrs["fail_reason"] == "interrupted by SIGTERM" for t in failed)
+    assert {t.number for t in failed} == inside, [(t.number, t.state, t.user_attrs, t.system_attrs) for t in trials]
+    assert all(t.user_attrs["fail_reason"] == "interrupted by SIGTERM" for t in failed)
     retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in failed)
 
