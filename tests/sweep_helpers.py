@@ -20,7 +20,7 @@ TRIAL_ARTIFACTS = {"loss.png", "schedules.png", "psnr_per_frame.png", "rollout.g
 def harness(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `harness ARGS` to completion; `env` adds to this process's environment."""
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

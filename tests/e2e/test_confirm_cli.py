@@ -114,7 +114,7 @@ def test_a_stopped_confirmation_resumes_where_it_stopped(confirmed, tiny_data_ro
     shutil.copytree(confirmed[0], runs, ignore=shutil.ignore_patterns(f"{confirm_study_name('confirmed')}*"))
     _drop_confirmation(runs)
     spec = confirm_spec(tmp_path, tiny_data_root)
-    env = {**os.environ, "HARNESS_HEARTBEAT_SECONDS": "1", "HARNESS_GRACE_SECONDS": "2", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "HARNESS_HEARTBEAT_SECONDS": "1", "HARNESS_GRACE_SECONDS": "2"}
     first = start_confirm(spec, runs, env)
     wait_for_a_confirmation_epoch(runs, first)
     first.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)

@@ -1,7 +1,6 @@
 """`harness sweep --pack N` with one seed per trial: a worker holds N trials and trains them as one
 batched model, each recorded exactly as an unpacked trial is, with values within rounding of the
 unpacked sweep's; a new trial takes a slot as soon as one is free."""
-import os
 import signal
 import subprocess
 import sys
@@ -51,8 +50,7 @@ def test_sigterm_queues_every_held_trial_and_a_rerun_resumes_each(tiny_data_root
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
                "--device", "cpu", "--pack", "2"]
-    worker = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "2"})
+    worker = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     checkpoints = [runs / "trials" / "packed_stop" / f"trial-{n:04d}" / "checkpoints" / "last.pt" for n in (0, 1)]
     deadline = time.monotonic() + 600
     while not all(path.exists() for path in checkpoints):     # both trials past their first epoch
