@@ -21,6 +21,9 @@ from .sqlite_files import BadStoreFile, check_sqlite_file
 # $HARNESS_HEARTBEAT_SECONDS and $HARNESS_GRACE_SECONDS override them (every worker should agree).
 HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 30
+# A worker with nothing left to run looks at the study this often, so that it leaves within this long of the
+# others' last trial (and takes up a dead worker's trial this soon after its grace period).
+IDLE_POLL_SECONDS = 2
 
 
 def heartbeat_settings() -> tuple[int, int]:
@@ -36,6 +39,12 @@ def heartbeat_settings() -> tuple[int, int]:
         raise UsageError(f"$HARNESS_GRACE_SECONDS ({grace}) must exceed $HARNESS_HEARTBEAT_SECONDS ({interval}), "
                          "or live trials would be taken for dead ones")
     return interval, grace
+
+
+def idle_poll_seconds() -> int:
+    """How long a worker with nothing to run sleeps between looks at the study."""
+    interval, _ = heartbeat_settings()
+    return min(interval, IDLE_POLL_SECONDS)
 
 
 def open_storage(stores: Stores, on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> BaseStorage:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from harness.errors import SweepError
 from harness.outputs.progress import format_duration
-from harness.store.optuna_storage import heartbeat_settings
+from harness.store.optuna_storage import idle_poll_seconds
 from harness.store.trials import best_trial, counted_trials, state_counts
 from models.lockstep import Lockstep, PackFailed, advance_together
 
@@ -94,7 +94,7 @@ class SweepLoop:
         """Run until the source is finished (and no other worker's trial may need a retry) or the
         timeout; returns the number of trials this worker trained."""
         started = time.monotonic()
-        interval, _ = heartbeat_settings()
+        interval = idle_poll_seconds()
         waiting_for: set[int] = set()
         timed_out = False
         try:

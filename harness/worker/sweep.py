@@ -23,7 +23,7 @@ from harness.spec import StudySpec, train_values
 from harness.spec.fingerprint import fingerprint_attrs, recorded_in_older_version, spec_matches
 from harness.store.confirmation import standing
 from harness.store.locations import Stores, mask_secrets, store_lock
-from harness.store.optuna_storage import heartbeat_settings, open_storage
+from harness.store.optuna_storage import heartbeat_settings, idle_poll_seconds, open_storage
 from harness.store.tracking import StudyTracker
 from harness.store.trials import best_trial, counted_trials, load_existing_study, state_counts
 from models.config import TrainConfig
@@ -217,7 +217,7 @@ def _values_and_stops(study: optuna.Study, source: ConfirmTrials) -> tuple[dict,
 
 def _wait_for_search(search: optuna.Study, options: WorkerOptions) -> None:
     """A confirmation picks from the finished search: wait while other workers run its last trials."""
-    interval, _ = heartbeat_settings()
+    interval = idle_poll_seconds()
     said = False
     while True:
         unfinished = search.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))

@@ -244,7 +244,9 @@ def test_pruned_and_failed_trials_are_recorded_and_the_study_goes_on(tiny_data_r
 
 
 def test_two_workers_share_one_study_on_the_default_storage(tiny_data_root, tmp_path, runs_dir):
-    spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4)
+    one_epoch = {"epochs": 1, "train_vi_len": 4, "partial": 0.25, "val_epoch_len": 6, "val_vi_len": 24,
+                 "val_max_sequences": 1}
+    spec = write_spec(tmp_path / "pair.yaml", tiny_data_root, n_trials=4, budget=one_epoch)
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "harness.cli", "sweep", "--study", str(spec), "--runs-dir", str(runs),
                "--device", "cpu"]

@@ -22,7 +22,7 @@ def traced_only(monkeypatch):
 def test_a_trainer_compiled_at_step_trains_and_validates_as_an_eager_one(tiny_data, tiny_config):
     # Both ways of decoding in the epoch (seed 0 draws both at tfr 0.5), options that add to the graph.
     config = tiny_config.replace(epochs=1, partial=0.25, batch_size=2, tfr=0.5, tfr_sde=0, baselines=False,
-                                 output="residual", first_frame=True, appearance_attention=True, val_vi_len=16)
+                                 output="residual", first_frame=True, appearance_attention=True, val_vi_len=16, train_vi_len=4)
     eager = Trainer(config, tiny_data).fit()
     built = Trainer(config.replace(compile="step"), tiny_data).fit()
     assert 0 < eager.records[0].teacher_forced < 1

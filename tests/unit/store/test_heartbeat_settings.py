@@ -2,7 +2,7 @@
 import pytest
 
 from harness.errors import UsageError
-from harness.store.optuna_storage import heartbeat_settings
+from harness.store.optuna_storage import heartbeat_settings, idle_poll_seconds
 
 
 @pytest.mark.parametrize("heartbeat, grace, message", [
@@ -22,3 +22,14 @@ def test_heartbeat_settings_default_to_10_and_30_seconds(monkeypatch):
     monkeypatch.delenv("HARNESS_HEARTBEAT_SECONDS", raising=False)
     monkeypatch.delenv("HARNESS_GRACE_SECONDS", raising=False)
     assert heartbeat_settings() == (10, 30)
+
+
+@pytest.mark.parametrize("heartbeat, poll", [(None, 2), ("1", 1)])
+def test_an_idle_worker_looks_at_the_study_every_2_seconds_or_each_heartbeat_if_sooner(heartbeat, poll, monkeypatch):
+    """Not at the heartbeat's 10 s: a worker waiting for the others' last trial left up to 10 s after it."""
+    monkeypatch.delenv("HARNESS_GRACE_SECONDS", raising=False)
+    if heartbeat is None:
+        monkeypatch.delenv("HARNESS_HEARTBEAT_SECONDS", raising=False)
+    else:
+        monkeypatch.setenv("HARNESS_HEARTBEAT_SECONDS", heartbeat)
+    assert idle_poll_seconds() == poll
