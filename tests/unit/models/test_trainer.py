@@ -46,9 +46,11 @@ def without_seconds(record) -> dict:
 def test_resumed_run_ends_equal_to_an_uninterrupted_one(tiny_data, tiny_config, tmp_path):
     # Both teacher-forcing branches in play, noise augmentation drawing from the saved noise RNG, the
     # weights' average and a learning rate that depends on the step.
-    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0, input_noise=0.05, ema=0.9, lr_schedule="cosine")
+    config = tiny_config.replace(epochs=3, tfr=0.5, tfr_sde=0, input_noise=0.05, ema=0.9, lr_schedule="cosine",
+                                 partial=0.5)
     straight = Trainer(config, tiny_data, tmp_path / "straight")
     straight.fit()
+    assert any(0 < r.teacher_forced < 1 for r in straight.records)
 
     interrupted = stopped_after(1, config, tiny_data, tmp_path / "resumed")
     first = interrupted.fit()
@@ -162,7 +164,8 @@ def test_a_checkpoint_every_epoch_with_everything_to_resume(tiny_data, tiny_conf
 
 
 def test_metrics_record_the_schedules_per_epoch(tiny_data, tiny_config):
-    config = tiny_config.replace(epochs=4, kl_anneal_type="Monotonic", tfr=1.0, tfr_sde=2, tfr_d_step=0.5)
+    config = tiny_config.replace(epochs=4, kl_anneal_type="Monotonic", tfr=1.0, tfr_sde=2, tfr_d_step=0.5,
+                                 partial=0.5, baselines=False)
     result = Trainer(config, tiny_data).fit()
     assert [r.beta for r in result.records] == pytest.approx([0, 0.25, 0.5, 0.75])
     assert [r.tfr for r in result.records] == pytest.approx([1, 1, 0.5, 0])
