@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -46,6 +45,8 @@ class Interval:
 
 
 def _t(df: float) -> float:
+    from scipy import stats     # here, not at the top: importing it costs every command half a second
+
     return float(stats.t.ppf(0.5 + LEVEL / 2, df))
 
 
