@@ -86,7 +86,7 @@ def poison_from(trainer: Trainer, monkeypatch, first_call: int, last_call: float
 
 
 def test_one_non_finite_loss_skips_its_update(tiny_data, tiny_config, tmp_path, monkeypatch):
-    trainer = Trainer(tiny_config.replace(epochs=2), tiny_data, tmp_path)
+    trainer = Trainer(tiny_config.replace(epochs=2, baselines=False), tiny_data, tmp_path)
     poison_from(trainer, monkeypatch, trainer.steps_per_epoch + 3, trainer.steps_per_epoch + 3)
     result = trainer.fit()
     assert result.status == "completed"
@@ -96,7 +96,7 @@ def test_one_non_finite_loss_skips_its_update(tiny_data, tiny_config, tmp_path, 
 
 def test_persistent_non_finite_loss_diverges_at_the_epochs_end_with_its_counts(tiny_data, tiny_config, tmp_path,
                                                                                monkeypatch):
-    trainer = Trainer(tiny_config.replace(epochs=3), tiny_data, tmp_path)
+    trainer = Trainer(tiny_config.replace(epochs=3, baselines=False), tiny_data, tmp_path)
     poison_from(trainer, monkeypatch, trainer.steps_per_epoch + 3)      # from the 2nd epoch's 3rd step on
     steps = trainer.steps_per_epoch
     assert steps - 2 > max(1, steps // 4)       # more than a quarter of the epoch's steps skipped
@@ -132,7 +132,7 @@ def test_weights_gone_bad_rewind_to_the_epochs_start_and_training_goes_on(tiny_d
                     torch.testing.assert_close(self.trainer.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
     spoil = Spoil()
-    trainer = Trainer(tiny_config.replace(epochs=2), tiny_data, tmp_path, [spoil])
+    trainer = Trainer(tiny_config.replace(epochs=2, baselines=False), tiny_data, tmp_path, [spoil])
     spoil.trainer = trainer
     assert trainer.steps_per_epoch >= 6
     result = trainer.fit()
@@ -153,12 +153,13 @@ def test_a_checkpoint_every_epoch_with_everything_to_resume(tiny_data, tiny_conf
             assert set(state) >= {"model", "optimizer", "kl_annealing", "teacher_forcing", "config", "history",
                                   "epoch"}
 
-    Trainer(tiny_config, tiny_data, tmp_path, [Inspect()]).fit()
+    config = tiny_config.replace(partial=0.5, baselines=False)
+    Trainer(config, tiny_data, tmp_path, [Inspect()]).fit()
     assert seen == [1, 2]
     assert (tmp_path / "checkpoints" / BEST_CHECKPOINT).is_file()
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
-    model, config = load_model(tmp_path / "checkpoints" / LAST_CHECKPOINT)
-    assert config == tiny_config and not model.training
+    model, model_config = load_model(tmp_path / "checkpoints" / LAST_CHECKPOINT)
+    assert model_config == config and not model.training
     # Loaded with the CPU's execution defaults, as the trainer runs it (harness generate uses this).
     assert model.frame_encoder.net[-1].weight.is_contiguous(memory_format=torch.channels_last)
 
