@@ -214,7 +214,7 @@ def test_short_training_raises_validation_psnr_above_the_untrained_model(tiny_da
 
 
 def test_short_epoch_rollouts_are_prefixes_of_the_final_full_rollout(tiny_data, tiny_config, tmp_path):
-    config = tiny_config.replace(epochs=2, val_epoch_len=8)
+    config = tiny_config.replace(epochs=2, val_epoch_len=8, partial=0.25, baselines=False)
     result = Trainer(config, tiny_data, tmp_path).fit()
 
     assert [r.val_frames for r in result.records] == [8, 8]
@@ -227,7 +227,8 @@ def test_short_epoch_rollouts_are_prefixes_of_the_final_full_rollout(tiny_data, 
 
 
 def test_stopped_runs_skip_the_final_rollout(tiny_data, tiny_config, tmp_path):
-    result = stopped_after(1, tiny_config.replace(epochs=3, val_epoch_len=8), tiny_data, tmp_path).fit()
+    result = stopped_after(1, tiny_config.replace(epochs=3, val_epoch_len=8, partial=0.25, baselines=False), tiny_data,
+                           tmp_path).fit()
     assert result.status == "stopped" and math.isnan(result.final_val_psnr)
     assert len(result.curves.whole) == 8
 
