@@ -182,7 +182,7 @@ class SweepLoop:
 
     def _report(self, trials: list, trial) -> None:
         """One line per finished trial: its result, the study's best so far, and this worker's ETA."""
-        done = len(counted_trials(trials))
+        done = sum(t.state.is_finished() for t in counted_trials(trials))     # others' running trials are not done
         if trial.state == TrialState.COMPLETE:
             spread = trial.user_attrs.get("value_ci95")
             seeds = len(trial.user_attrs.get("seeds") or [])
