@@ -6,7 +6,8 @@ workers started by hand). They run in their own session, so a Ctrl-C reaches the
 process: the first SIGINT or SIGTERM is passed on to each worker (which records its running trial as
 interrupted and queues it again), and this process then exits with that signal's status (130, 143); a
 second one kills them. Should this process itself die (SIGKILL, a closed session), each worker gets a
-SIGTERM from the kernel (Linux): it queues its trial again, rather than fail it on a broken output pipe.
+SIGHUP from the kernel (Linux), once for each thread this process had: it queues its trial again, rather
+than fail it on a broken output pipe (a repeated SIGTERM would stop it at once, unrecorded).
 """
 from __future__ import annotations
 
@@ -70,9 +71,9 @@ PR_SET_PDEATHSIG = 1      # linux/prctl.h
 
 
 def _stop_with_parent() -> None:
-    """In a worker before it starts: the kernel sends it SIGTERM when this process dies (Linux only)."""
+    """In a worker before it starts: the kernel sends it SIGHUP when this process dies (Linux only)."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGHUP)
 
 
 def _relay(stream: TextIO, prefix: str, lock: threading.Lock) -> None:

@@ -4,7 +4,8 @@
 The first signal only sets a flag; the trainers check it after every training step and epoch, and the
 worker between trials, and raise StopRequested there, at a point where nothing is half-written: the
 running trial is recorded as interrupted and queued again, and its last complete epoch's checkpoint
-stays for the retry to resume from. A second signal stops the process at once.
+stays for the retry to resume from. A second SIGTERM or SIGINT stops the process at once; SIGHUP never
+does (it comes several times when a launcher dies).
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class StopSignals:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
+            return
+        if signum == signal.SIGHUP:
+            # A hang-up is not a second request: a launcher that dies sends one for each of its threads
+            # (PR_SET_PDEATHSIG fires as each thread that held the child exits), a terminal one more.
             return
         # The second signal: at once, as if no handler were installed.
         signal.signal(signum, signal.SIG_DFL)

@@ -102,7 +102,8 @@ def test_two_workers_share_a_study_stop_together_on_sigterm_and_finish_it_when_r
 
 def test_workers_whose_command_is_killed_queue_their_trials_again(tiny_data_root, tmp_path, runs_dir):
     """SIGKILL to the command (a closed terminal, a session that ends): the kernel stops each worker with
-    SIGTERM, so their trials are queued again instead of failing on a broken output pipe."""
+    SIGHUP, once for each of the command's threads, and their trials are queued again instead of failing on
+    a broken output pipe or being cut short by a repeated signal."""
     spec = write_spec(tmp_path / "orphans.yaml", tiny_data_root, n_trials=4, pruner={"type": "none"},
                       budget=BUDGET)
     runs = tmp_path / "runs"
@@ -126,7 +127,7 @@ def test_workers_whose_command_is_killed_queue_their_trials_again(tiny_data_root
     trials = study(runs, "orphans").get_trials()
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert {t.number for t in failed} == inside, [(t.number, t.state, t.user_attrs, t.system_attrs) for t in trials]
-    assert all(t.user_attrs["fail_reason"] == "interrupted by SIGTERM" for t in failed)
+    assert all(t.user_attrs["fail_reason"] == "interrupted by SIGHUP" for t in failed)
     retries = [t for t in trials if t.state == TrialState.WAITING and "failed_trial" in t.system_attrs]
     assert sorted(t.system_attrs["failed_trial"] for t in retries) == sorted(t.number for t in failed)
 
