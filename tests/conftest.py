@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.worker.processes import threads_per_worker
 from models.config import TrainConfig
 from models.data import DanceData, load_dance_data
 from models.synth import generate_dataset
 
 # The cores are shared between the test processes (xdist's workers), a thread or more each; the harness
 # processes a test starts inherit its share (more threads than cores make every process wait on the others).
-THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+THREADS = threads_per_worker(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 torch.set_num_threads(THREADS)
 os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
 E2E = Path(__file__).parent / "e2e"

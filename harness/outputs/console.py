@@ -2,7 +2,7 @@
 `| head`, a dropped SSH session), the job's lines go nowhere instead of failing the trial that wrote them.
 
 Everything a trial produces is in its run folder and the stores; the console only shows it. A worker whose
-launcher died still gets the launcher's SIGTERM (processes.py) and stops at its next safe point."""
+launcher died still gets the kernel's SIGHUP for it (processes.py) and stops at its next safe point."""
 from __future__ import annotations
 
 import contextlib
